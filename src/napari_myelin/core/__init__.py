@@ -1,0 +1,1 @@
+"""Pure computation: numpy, scipy, torch, dipy, nibabel, antspyx. Never imports Qt or napari."""
