@@ -159,6 +159,16 @@ def read_bval_bvec(bval: str | os.PathLike, bvec: str | os.PathLike) -> tuple[np
     return bvals, bvecs
 
 
+def _read_nifti(path: Path):
+    """Read a NIfTI-1/2 image; a ``.gz`` is decompressed whole first so that a truncated or corrupt
+    gzip stream (bad CRC or length trailer) is detected instead of silently read."""
+    if not str(path).endswith(".gz"):
+        return nib.load(str(path))
+    raw = gzip.decompress(path.read_bytes())
+    klass = nib.Nifti2Image if int.from_bytes(raw[:4], "little") in (540, 0x1C020000) else nib.Nifti1Image
+    return klass.from_bytes(raw)
+
+
 def load_volume(path: str | os.PathLike, *, require_finite: bool = True) -> Volume:
     """Load a ``.nii``/``.nii.gz`` file with its sidecar (and ``.bval``/``.bvec`` when present).
 
@@ -181,7 +191,7 @@ def load_volume(path: str | os.PathLike, *, require_finite: bool = True) -> Volu
     if not is_nifti(path):
         raise InputError(f"{path}: not a NIfTI file; napari-myelin reads .nii and .nii.gz images.")
     try:
-        img = nib.load(str(path))
+        img = _read_nifti(path)
         data = np.asanyarray(img.dataobj)
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile, nib.filebasedimages.ImageFileError, ValueError) as exc:
         raise InputError(
