@@ -12,16 +12,55 @@ from pathlib import Path
 import numpy as np
 
 from ._layers import volume_to_layer
+from ._styles import display_style
 from .core.lut import find_lut
 from .core.volume import is_nifti, load_volume
 
 
 def napari_get_reader(path):
-    """Return :func:`read_nifti` for one or more NIfTI paths, else ``None``."""
+    """:func:`read_nifti` for NIfTI paths, :func:`read_results` for a napari-myelin results folder."""
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     if paths and all(is_nifti(p) for p in paths):
         return read_nifti
+    if len(paths) == 1 and results_subjects(paths[0]):
+        return read_results
     return None
+
+
+def results_subjects(folder) -> list[Path]:
+    """Subject folders of a results folder written by ``napari-myelin run`` (or the folder itself)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    if (folder / ".napari-myelin").is_dir():
+        return [folder]
+    return sorted(p for p in folder.glob("sub-*") if (p / ".napari-myelin").is_dir())
+
+
+def read_results(path):
+    """Every native-space map of a results folder, styled (colormap, units, contrast limits), and the
+    tract labels with their names. Template-space maps (``space-MNI...``) are left out: they are on
+    another grid; open them as files."""
+    layers = []
+    for subject in results_subjects(path):
+        for f in sorted(subject.glob("*/*.nii.gz")):
+            entities = f.name[: -len(".nii.gz")].split("_")
+            space = next((e[6:] for e in entities if e.startswith("space-")), "")
+            name = entities[-1]
+            if space.startswith("MNI") or name == "mask":
+                continue
+            if name == "tracts":
+                layers.extend((d, {**a, "name": f"{subject.name} tracts ({space})", "visible": False}, t)
+                              for d, a, t in read_nifti(f))
+                continue
+            vol = load_volume(f)
+            units = vol.metadata.get("Units", "")
+            style, factor = display_style(name, units)
+            data = vol.with_data(vol.data * factor if factor != 1.0 else vol.data)
+            meta = {**style.pop("metadata"), "source": str(f)}
+            layers.append(volume_to_layer(data, name=f"{subject.name} {name} ({space})", metadata=meta,
+                                          blending="additive", visible=name in ("mwf", "imwf"), **style))
+    return layers
 
 
 _LABEL_HINTS = ("dseg", "label", "mask", "tract", "atlas", "roi")
