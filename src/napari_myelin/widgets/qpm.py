@@ -1,0 +1,273 @@
+"""Dock widget "Relaxometry (QPM)": SPGR (+ B1) layers in; T1, PD, MTV, QPM myelin and MWF (%) layers out.
+
+The computation is :func:`napari_myelin.core.qpm.qpm` (DESPOT1 + myelin map), run in a thread worker by
+:class:`~napari_myelin.widgets._runner.Runner`. Flip angles and TR come from the SPGR layer's sidecar
+(``FlipAngle``, ``RepetitionTime``) unless typed in. A B1 layer on another grid is resampled to the
+SPGR grid by world coordinates (with a notification). The calibration panel fits
+``MWF[%] = c0 + c1 M + c2 M^2`` between an MWF layer and the QPM myelin layer over a white-matter
+mask (or tract means), scatters MWF against the QPM map with the fitted quadratic, and adds the
+calibrated map; calibrations are saved to / loaded from JSON.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from napari.layers import Image, Labels, Layer
+from napari.utils.notifications import show_info, show_warning
+from qtpy.QtWidgets import QGroupBox, QVBoxLayout, QWidget
+
+from .._layers import layer_to_volume, volume_to_layer
+from ..core import qpm as core
+from ..core.errors import InputError
+from ._runner import Runner
+
+FROM_SIDECAR = ""
+NONE = "none"
+
+#: Layers added after a fit: map name -> (label, colormap, contrast limits).
+DISPLAY = {
+    "t1": ("T1 (s)", "magma", (0.0, 4.0)),
+    "pd": ("PD", "gray", (0.0, 1.0)),
+    "mtv": ("MTV", "viridis", (0.0, 0.4)),
+    "qpm_myelin": ("QPM myelin", "inferno", (0.0, 0.3)),
+    "mwf_qpm": ("MWF from QPM (%)", "turbo", (0.0, 30.0)),
+}
+
+
+def _vol(layer):
+    return layer_to_volume(layer.data, layer.metadata, scale=layer.scale, translate=layer.translate)
+
+
+def _parse_floats(text: str, what: str):
+    text = (text or "").replace(",", " ").strip()
+    if not text:
+        return None
+    try:
+        return [float(t) for t in text.split()]
+    except ValueError:
+        raise InputError(f"{what}: '{text}' is not a list of numbers; type e.g. 3 10 20.") from None
+
+
+class QPMWidget(QWidget):
+    """Choose the SPGR series (4D), an optional B1 map and mask, the method; press Fit. Then calibrate."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.calibration: core.MwfCalibration | None = None
+        self.spgr = ComboBox(label="SPGR series", choices=self._series_choices)
+        self.b1 = ComboBox(label="B1 map", choices=self._map_choices)
+        self.mask = ComboBox(label="mask", choices=self._mask_choices)
+        self.flip_angles = LineEdit(label="flip angles (deg)", value=FROM_SIDECAR)
+        self.flip_angles.tooltip = "one per volume, e.g. '3 10 20'; empty: from the sidecar (FlipAngle)"
+        self.tr = LineEdit(label="TR (s)", value=FROM_SIDECAR)
+        self.tr.tooltip = "repetition time in seconds; empty: from the sidecar (RepetitionTime)"
+        self.method = ComboBox(label="myelin model", choices=["two-pool", "r1-pd"], value="two-pool")
+        self.free_water = CheckBox(text="free-water pool from PD", value=True)
+        self.fit_button = PushButton(text="Fit T1 / PD / myelin")
+        self.fit_button.changed.connect(self.run)
+        self.form = Container(widgets=[self.spgr, self.b1, self.mask, self.flip_angles, self.tr, self.method,
+                                       self.free_water, self.fit_button])
+        # calibration panel
+        self.cal_mwf = ComboBox(label="MWF map", choices=self._map_choices_required)
+        self.cal_qpm = ComboBox(label="QPM myelin", choices=self._map_choices_required)
+        self.cal_mask = ComboBox(label="WM mask", choices=self._wm_choices)
+        self.cal_labels = ComboBox(label="tract labels", choices=self._label_choices)
+        self.cal_button = PushButton(text="Fit calibration")
+        self.cal_button.changed.connect(self.calibrate)
+        self.cal_file = FileEdit(label="calibration JSON", mode="w", filter="*.json")
+        self.save_button = PushButton(text="Save calibration")
+        self.save_button.changed.connect(self.save_calibration)
+        self.load_button = PushButton(text="Load calibration")
+        self.load_button.changed.connect(self.load_calibration)
+        self.cal_text = Label(value="no calibration")
+        self.cal_form = Container(widgets=[self.cal_mwf, self.cal_qpm, self.cal_mask, self.cal_labels, self.cal_button,
+                                           self.cal_file, self.save_button, self.load_button, self.cal_text])
+        self.figure = Figure(figsize=(3.5, 2.6), tight_layout=True)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.axes = self.figure.add_subplot(111)
+        self.canvas.setMinimumHeight(200)
+        box = QGroupBox("MWF calibration")
+        box_layout = QVBoxLayout(box)
+        box_layout.addWidget(self.cal_form.native)
+        box_layout.addWidget(self.canvas)
+        self.runner = Runner()
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.form.native)
+        layout.addWidget(self.runner)
+        layout.addWidget(box)
+        layout.addStretch(1)
+        self.viewer.layers.events.inserted.connect(self._refresh)
+        self.viewer.layers.events.removed.connect(self._refresh)
+        self._refresh()
+
+    # ------------------------------------------------------------------ choices
+    def _series_choices(self, _widget=None):
+        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image) and layer.ndim == 4]
+
+    def _map_choices_required(self, _widget=None):
+        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image) and layer.ndim == 3]
+
+    def _map_choices(self, _widget=None):
+        return [(NONE, None)] + self._map_choices_required()
+
+    def _volumes_3d(self):
+        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, (Labels, Image)) and layer.ndim == 3]
+
+    def _mask_choices(self, _widget=None):
+        return [("automatic", None)] + self._volumes_3d()
+
+    def _wm_choices(self, _widget=None):
+        return [("MWF > 0", None)] + self._volumes_3d()
+
+    def _label_choices(self, _widget=None):
+        return [("voxels (no tract means)", None)] + [
+            (layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Labels) and layer.ndim == 3
+        ]
+
+    def _refresh(self, _event=None) -> None:
+        for combo in (self.spgr, self.b1, self.mask, self.cal_mwf, self.cal_qpm, self.cal_mask, self.cal_labels):
+            combo.reset_choices()
+
+    # ------------------------------------------------------------------ fit
+    def run(self, _value=None):
+        """Start the fit in the background (returns the worker, or ``None`` when input is refused)."""
+        layer = self.spgr.value
+        try:
+            if layer is None:
+                raise InputError("QPM: no 4D image layer is open; open the SPGR series (one volume per flip angle) first.")
+            vol = _vol(layer)
+            tr_text = _parse_floats(self.tr.value, "TR")
+            fa, tr = core.spgr_protocol(
+                vol.metadata, vol.shape[3], flip_angles_deg=_parse_floats(self.flip_angles.value, "flip angles"),
+                tr=None if tr_text is None else tr_text[0], source=layer.name,
+            )
+            b1 = None
+            if self.b1.value is not None:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    b1 = core.b1_on_grid(_vol(self.b1.value), vol)
+                for w in caught:
+                    show_warning(str(w.message))
+            mask = None
+            if self.mask.value is not None:
+                mvol = _vol(self.mask.value)
+                if mvol.shape != vol.shape[:3]:
+                    raise InputError(f"{self.mask.value.name}: its grid {mvol.shape} differs from the SPGR {vol.shape[:3]}; "
+                                     "choose a mask on the SPGR grid.")
+                mask = np.asarray(mvol.data) > 0
+        except InputError as exc:
+            self.runner._on_error(exc)
+            return None
+        self._volume = vol
+        self._name = layer.name
+        return self.runner.start(
+            core.qpm, self._add_layers, signals=vol.data, flip_angles_deg=fa, tr=tr, b1=b1,
+            method=self.method.value, mask=mask, calibration=self.calibration,
+            pd_tissue=core.PD_TISSUE if self.free_water.value else None,
+        )
+
+    def _add_map(self, vol, key, arr, units, method, parameters, name):
+        label, cmap, limits = DISPLAY[key]
+        data, attrs, kind = volume_to_layer(
+            vol.with_data(np.asarray(arr, dtype=np.float32)), name=name or f"{self._name} {label}", colormap=cmap,
+            contrast_limits=limits, metadata={"units": units, "method": method, "parameters": parameters},
+        )
+        if attrs["name"] in self.viewer.layers:
+            self.viewer.layers[attrs["name"]].data = data
+            return self.viewer.layers[attrs["name"]]
+        return self.viewer.add_layer(Layer.create(data, attrs, kind))
+
+    def _add_layers(self, maps) -> None:
+        self.maps = maps
+        for key in DISPLAY:
+            if key in maps:
+                self._add_map(self._volume, key, maps[key], maps.units[key], maps.method, maps.parameters, None)
+        self._refresh()
+        qname = f"{self._name} {DISPLAY['qpm_myelin'][0]}"
+        if qname in self.viewer.layers:
+            self.cal_qpm.value = self.viewer.layers[qname]
+
+    # ------------------------------------------------------------------ calibration
+    def calibrate(self, _value=None):
+        """Fit the quadratic MWF calibration in the background (returns the worker or ``None``)."""
+        try:
+            if self.cal_mwf.value is None or self.cal_qpm.value is None:
+                raise InputError("calibration: choose an MWF layer and a QPM myelin layer (fit QPM first).")
+            qvol = _vol(self.cal_qpm.value)
+            mvol = _vol(self.cal_mwf.value)
+            mwf = mvol.data
+            if mvol.shape != qvol.shape or not np.allclose(mvol.affine, qvol.affine, atol=1e-3):
+                show_warning(f"{self.cal_mwf.value.name}: on another grid than the QPM map; resampled to it by world "
+                             "coordinates.")
+                mwf = core.resample_to_grid(mvol, qvol, order=1, name=self.cal_mwf.value.name)
+            mask = labels = None
+            if self.cal_mask.value is not None:
+                mask = core.resample_to_grid(_vol(self.cal_mask.value), qvol, order=0, name=self.cal_mask.value.name) > 0
+            if self.cal_labels.value is not None:
+                labels = core.resample_to_grid(_vol(self.cal_labels.value), qvol, order=0,
+                                               name=self.cal_labels.value.name).astype(int)
+        except InputError as exc:
+            self.runner._on_error(exc)
+            return None
+        self._cal_volume = qvol
+        self._cal_name = self.cal_qpm.value.name
+        return self.runner.start(core.fit_mwf_calibration, self._on_calibration, mwf=mwf, qpm=qvol.data, mask=mask,
+                                 labels=labels)
+
+    def _on_calibration(self, result) -> None:
+        self.calibration = result.calibration
+        self._show_calibration(result.points)
+        self._add_map(self._cal_volume, "mwf_qpm", result["mwf_qpm"], "%", result.method, result.parameters,
+                      f"{self._cal_name} MWF (%)")
+
+    def _show_calibration(self, points=None) -> None:
+        cal = self.calibration
+        c0, c1, c2 = cal.coefficients
+        self.cal_text.value = (f"MWF% = {c0:.3g} + {c1:.3g} M + {c2:.3g} M²\n"
+                               f"R² = {cal.r2:.3f}, residual SD = {cal.residual_sd:.2f} %, n = {cal.n} {cal.basis}")
+        ax = self.axes
+        ax.clear()
+        if points is not None:
+            x, y = points
+            if x.size > 5000:  # keep the plot responsive
+                pick = np.random.default_rng(0).choice(x.size, 5000, replace=False)
+                x, y = x[pick], y[pick]
+            ax.scatter(x, y, s=3 if cal.basis == "voxels" else 20, alpha=0.4, color="tab:blue", label=cal.basis)
+            grid = np.linspace(float(np.min(points[0])), float(np.max(points[0])), 100)
+        else:
+            grid = np.linspace(0.0, 0.3, 100)
+        ax.plot(grid, cal.apply(grid), color="tab:red", label="quadratic fit")
+        ax.set_xlabel("QPM myelin (fraction)")
+        ax.set_ylabel("MWF (%)")
+        ax.legend(loc="upper left", fontsize=7)
+        self.canvas.draw_idle()
+
+    def save_calibration(self, _value=None) -> None:
+        try:
+            if self.calibration is None:
+                raise InputError("calibration: nothing to save yet; fit a calibration first.")
+            path = self.cal_file.value
+            if path is None or str(path) in ("", "."):
+                raise InputError("calibration JSON: choose a file name to save to.")
+            self.calibration.save(path)
+            show_info(f"calibration saved to {path}")
+        except InputError as exc:
+            self.runner._on_error(exc)
+
+    def load_calibration(self, _value=None) -> None:
+        try:
+            path = self.cal_file.value
+            if path is None or str(path) in ("", "."):
+                raise InputError("calibration JSON: choose the file to load.")
+            self.calibration = core.MwfCalibration.load(path)
+        except InputError as exc:
+            self.runner._on_error(exc)
+            return
+        self._show_calibration()
+        show_info(f"calibration loaded from {path}; the next QPM fit adds the MWF (%) layer")
