@@ -1,0 +1,134 @@
+"""Dock widget "Diffusion kurtosis (DKI)": a DWI layer in, FA/MD/MK/AK/RK and colour-FA layers out.
+
+The fit itself is :func:`napari_myelin.core.dki.fit_dki`, run in a thread worker by
+:class:`~napari_myelin.widgets._runner.Runner` (progress bar + Cancel). The DWI layer is turned back
+into its stored voxel order with :func:`~napari_myelin._layers.layer_to_volume` (the b-vectors refer
+to the file's voxel axes), and the maps come back on the input's grid.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, PushButton
+from napari.layers import Image, Labels, Layer
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+from .._layers import META_KEY, display_geometry, from_display, layer_to_volume, to_display, volume_to_layer
+from ..core.dki import fit_dki
+from ..core.errors import InputError
+from ..core.volume import read_bval_bvec
+from ._runner import Runner
+
+AUTOMATIC = "automatic (median Otsu)"
+
+#: Layers added after a fit: map name -> (label, colormap, contrast limits).
+DISPLAY = {
+    "fa": ("FA", "gray", (0.0, 1.0)),
+    "md": ("MD", "magma", (0.0, 3e-3)),
+    "mk": ("MK", "inferno", (0.0, 2.0)),
+    "ak": ("AK", "inferno", (0.0, 2.0)),
+    "rk": ("RK", "inferno", (0.0, 3.0)),
+}
+
+
+class DKIWidget(QWidget):
+    """Choose a DWI layer (and optionally a mask, .bval/.bvec files, method, preprocessing), press Fit."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.dwi = ComboBox(label="DWI", choices=self._dwi_choices)
+        self.mask = ComboBox(label="mask", choices=self._mask_choices)
+        self.bval = FileEdit(label=".bval (optional)", mode="r", filter="*.bval")
+        self.bvec = FileEdit(label=".bvec (optional)", mode="r", filter="*.bvec")
+        self.method = ComboBox(label="method", choices=["WLS", "OLS"], value="WLS")
+        self.denoise = CheckBox(text="MP-PCA denoising", value=False)
+        self.degibbs = CheckBox(text="Gibbs unringing", value=False)
+        self.fit_button = PushButton(text="Fit DKI")
+        self.fit_button.changed.connect(self.run)
+        self.form = Container(widgets=[self.dwi, self.mask, self.bval, self.bvec, self.method,
+                                       self.denoise, self.degibbs, self.fit_button])
+        self.runner = Runner()
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.form.native)
+        layout.addWidget(self.runner)
+        layout.addStretch(1)
+        self.viewer.layers.events.inserted.connect(self._refresh)
+        self.viewer.layers.events.removed.connect(self._refresh)
+        self._refresh()
+
+    # ------------------------------------------------------------------ choices
+    def _dwi_choices(self, _widget=None):
+        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image) and layer.ndim == 4]
+
+    def _mask_choices(self, _widget=None):
+        return [(AUTOMATIC, None)] + [
+            (layer.name, layer) for layer in self.viewer.layers if isinstance(layer, (Labels, Image)) and layer.ndim == 3
+        ]
+
+    def _refresh(self, _event=None) -> None:
+        self.dwi.reset_choices()
+        self.mask.reset_choices()
+
+    # ------------------------------------------------------------------ run
+    def _table(self, vol):
+        bval, bvec = self.bval.value, self.bvec.value
+        given = [p for p in (bval, bvec) if p is not None and str(p) not in ("", ".") and Path(p).is_file()]
+        if given:
+            if len(given) != 2:
+                raise InputError("DKI: choose both the .bval and the .bvec file (or neither, to use the layer's).")
+            return read_bval_bvec(bval, bvec)
+        if vol.bvals is None:
+            raise InputError(
+                f"{self.dwi.value.name}: the layer carries no b-values/b-vectors; choose its .bval and .bvec files."
+            )
+        return vol.bvals, vol.bvecs
+
+    def run(self, _value=None):
+        """Start the fit in the background (returns the worker, or ``None`` when input is refused)."""
+        layer = self.dwi.value
+        try:
+            if layer is None:
+                raise InputError("DKI: no 4D image layer is open; open a DWI (with its .bval/.bvec) first.")
+            vol = layer_to_volume(layer.data, layer.metadata, scale=layer.scale, translate=layer.translate)
+            bvals, bvecs = self._table(vol)
+            mask = None
+            if self.mask.value is not None:
+                mlayer = self.mask.value
+                if META_KEY in (mlayer.metadata or {}):
+                    mvol = layer_to_volume(mlayer.data, mlayer.metadata, scale=mlayer.scale, translate=mlayer.translate)
+                else:  # drawn in napari on the DWI's display grid: undo the DWI's display reordering
+                    mvol = vol.with_data(from_display(np.asarray(mlayer.data), vol.affine))
+                if mvol.shape != vol.shape[:3]:
+                    raise InputError(
+                        f"{mlayer.name}: its grid {mvol.shape} differs from the DWI {vol.shape[:3]}; choose a mask on the DWI grid."
+                    )
+                mask = np.asarray(mvol.data) > 0
+        except InputError as exc:
+            self.runner._on_error(exc)
+            return None
+        self._volume = vol
+        self._name = layer.name
+        return self.runner.start(
+            fit_dki, self._add_layers,
+            dwi=vol.data, bvals=bvals, bvecs=bvecs, mask=mask, method=self.method.value,
+            denoise=self.denoise.value, degibbs=self.degibbs.value, affine=vol.affine,
+        )
+
+    def _add_layers(self, maps) -> None:
+        vol = self._volume
+        for key, (label, cmap, limits) in DISPLAY.items():
+            data, attrs, kind = volume_to_layer(
+                vol.with_data(maps[key].astype(np.float32)), name=f"{self._name} {label}", colormap=cmap,
+                contrast_limits=limits, metadata={"units": maps.units[key], "method": maps.method,
+                                                  "parameters": maps.parameters},
+            )
+            self.viewer.add_layer(Layer.create(data, attrs, kind))
+        rgb = np.stack([to_display(maps["fa_rgb"][..., c], vol.affine) for c in range(3)], axis=-1)
+        scale, translate = display_geometry(vol.affine, vol.shape)
+        self.viewer.add_image(
+            rgb.astype(np.float32), rgb=True, name=f"{self._name} colour FA", scale=scale, translate=translate,
+            contrast_limits=(0.0, 1.0), metadata={"units": "fraction", "colour_axes": maps.parameters["colour_axes"]},
+        )
