@@ -75,7 +75,7 @@ class Runner(QWidget):
         self.error = None
         kwargs.setdefault("progress", self._relay.progressed.emit)
         kwargs.setdefault("cancel", self._cancel)
-        worker = create_worker(func, **kwargs, _start_thread=False)
+        worker = create_worker(func, **kwargs, _start_thread=False, _ignore_errors=True)
         worker.returned.connect(lambda result: self._on_returned(on_result, result))
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
@@ -104,6 +104,10 @@ class Runner(QWidget):
         self._ok = True
         self.bar.setValue(1000)
         self.status.setText("done")
+
+    def refuse(self, exc: BaseException) -> None:
+        """Report an error (e.g. input refused before a job started) as the end of a job would."""
+        self._on_error(exc)
 
     def _on_error(self, exc: BaseException) -> None:
         self.error = exc

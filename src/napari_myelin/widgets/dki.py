@@ -107,7 +107,7 @@ class DKIWidget(QWidget):
                     )
                 mask = np.asarray(mvol.data) > 0
         except InputError as exc:
-            self.runner._on_error(exc)
+            self.runner.refuse(exc)
             return None
         self._volume = vol
         self._name = layer.name

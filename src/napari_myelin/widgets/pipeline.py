@@ -42,7 +42,7 @@ class PipelineWidget(QWidget):
         """Start the pipeline in a thread worker (returns it, or ``None`` when input is refused)."""
         subject, out = str(self.subject.value), str(self.out.value)
         if subject in ("", ".") or out in ("", "."):
-            self.runner._on_error(InputError("Subject pipeline: choose a subject folder and an output folder."))
+            self.runner.refuse(InputError("Subject pipeline: choose a subject folder and an output folder."))
             return None
         return self.runner.start(run_subject, self._done, subject_dir=subject, out_dir=out,
                                  force=self.force.value, preset=self.preset.value)

@@ -162,7 +162,7 @@ class QPMWidget(QWidget):
                                      "choose a mask on the SPGR grid.")
                 mask = np.asarray(mvol.data) > 0
         except InputError as exc:
-            self.runner._on_error(exc)
+            self.runner.refuse(exc)
             return None
         self._volume = vol
         self._name = layer.name
@@ -213,7 +213,7 @@ class QPMWidget(QWidget):
                 labels = core.resample_to_grid(_vol(self.cal_labels.value), qvol, order=0,
                                                name=self.cal_labels.value.name).astype(int)
         except InputError as exc:
-            self.runner._on_error(exc)
+            self.runner.refuse(exc)
             return None
         self._cal_volume = qvol
         self._cal_name = self.cal_qpm.value.name
@@ -258,7 +258,7 @@ class QPMWidget(QWidget):
             self.calibration.save(path)
             show_info(f"calibration saved to {path}")
         except InputError as exc:
-            self.runner._on_error(exc)
+            self.runner.refuse(exc)
 
     def load_calibration(self, _value=None) -> None:
         try:
@@ -267,7 +267,7 @@ class QPMWidget(QWidget):
                 raise InputError("calibration JSON: choose the file to load.")
             self.calibration = core.MwfCalibration.load(path)
         except InputError as exc:
-            self.runner._on_error(exc)
+            self.runner.refuse(exc)
             return
         self._show_calibration()
         show_info(f"calibration loaded from {path}; the next QPM fit adds the MWF (%) layer")

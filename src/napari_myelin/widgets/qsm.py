@@ -104,7 +104,7 @@ class QSMWidget(QWidget):
         try:
             kwargs = self._inputs()
         except InputError as exc:
-            self.runner._on_error(exc)
+            self.runner.refuse(exc)
             self.runner.finished.emit(False)
             return
         self._reference = kwargs.pop("_reference")
