@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 
 import numpy as np
 import pytest
@@ -83,6 +84,9 @@ def test_save_map_writes_atomic_sidecar_and_refuses_inputs(write_nifti, tmp_path
     np.testing.assert_allclose(back.data, 0.1, rtol=1e-6)
     np.testing.assert_allclose(back.affine, ref.affine, atol=1e-6)
     assert not list((tmp_path / "out").glob("*.part"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     before = (tmp_path / "in.nii.gz").read_bytes()
     with pytest.raises(InputError, match="is one of the inputs"):
         save_map(np.ones((3, 3, 3)), tmp_path / "in.nii.gz", ref, units="", description="")
