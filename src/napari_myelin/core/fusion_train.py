@@ -1,0 +1,328 @@
+"""Training cohorts for the fusion network, built from the digital phantom.
+
+:func:`build_training_set` makes one :class:`~napari_myelin.core.fusion.FusionSubject` per phantom seed:
+inputs (MWF, FA, MK, QPM myelin map, QSM) on one grid (the multi-echo spin-echo grid of the phantom, which
+for ``size="full"`` is the 2 mm subject), the true MWF as target, brain and white-matter masks, tract
+labels and lesion / normal-appearing white-matter masks.
+
+Two modes produce the inputs:
+
+``"simulated"`` (*simulated estimators*, what the shipped weights were trained on)
+    Each map is derived from the phantom's ground truth with the noise and bias typical of its estimator,
+    scaled with the phantom's SNR (reference 200):
+
+    * MWF (multi-exponential T2, NNLS): ``0.9 MWF + N(0, s)``, ``s = 0.025 sqrt(200/SNR)``, lightly
+      smoothed (sigma 0.5 voxel, as the regularised fit couples neighbours), plus a slow multiplicative
+      B1/stimulated-echo residual (+-8 %), clipped to [0, 0.6];
+    * FA, MK (DKI fit): truth ``+ N(0, 0.03 k)`` and ``+ N(0, 0.08 k)``, ``k = 200/SNR``;
+    * QPM myelin (two-pool SPGR fit with fixed pool parameters): a monotone non-linear bias of the true
+      MWF, ``0.02 + 0.7 f + 1.2 f^2``, plus a tissue term from T1 (``0.05 (1 - T1/1.5 s)`` clipped) and
+      ``N(0, 0.012 k)``;
+    * QSM: true susceptibility ``+ N(0, 0.012 k)`` ppm, smoothed (sigma 1 voxel), plus a slow background
+      residue (+-0.01 ppm).
+
+    These models are *not* the project's estimators: they are stand-ins with the same order of noise and
+    bias, so training fits the CPU budget. The model card says so.
+
+``"estimators"``
+    The project's own estimators run on the simulated acquisitions (``core.mwf``, ``core.dki``,
+    ``core.qpm``, ``core.qsm``), and every map is brought onto the spin-echo grid through the world
+    coordinates (the phantom's modalities share one world frame). Slow (minutes per subject on 2 cores).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from .errors import InputError
+from .fusion import FusionSubject
+from .progress import step, subrange
+
+SNR_REFERENCE = 200.0
+
+#: What the model card says about inputs made in the simulated mode.
+SIMULATED_NOTE = (
+    "Inputs were NOT produced by the project's estimators: they were derived from the phantom's true maps with "
+    "noise and bias models standing in for each estimator (MWF: 0.9 x truth + smooth multiplicative residual + "
+    "noise 0.025 sqrt(200/SNR); FA/MK: truth + noise; QPM myelin: 0.02 + 0.7 f + 1.2 f^2 + T1 tissue term + "
+    "noise; QSM: truth + smoothed noise + slow background residue). Retrain with --mode estimators to learn "
+    "the real estimators' noise and bias."
+)
+
+
+def _phantom():
+    try:
+        from .phantom import make_phantom
+    except ImportError:
+        raise InputError(
+            "phantom: napari_myelin.core.phantom is not available in this installation; train on a user cohort."
+        ) from None
+    return make_phantom
+
+
+def _on_grid(vol, reference, order=1) -> np.ndarray:
+    from .qpm import resample_to_grid
+
+    return np.asarray(resample_to_grid(vol, reference, order=order, name="phantom map"), dtype=np.float32)
+
+
+def _find(truth: dict, *names: str):
+    for modality in ("mese", "spgr", "dwi", "gre"):
+        for n in names:
+            if n in truth.get(modality, {}):
+                return truth[modality][n]
+    return None
+
+
+def _slow_field(shape, rng, amplitude, sigma):
+    f = gaussian_filter(rng.standard_normal(shape), sigma, mode="nearest")
+    f /= max(np.abs(f).max(), 1e-9)
+    return amplitude * f
+
+
+def simulate_estimates(truth: dict[str, np.ndarray], mask: np.ndarray, snr: float, rng: np.random.Generator):
+    """Simulated estimator outputs from true maps (see the module docstring for the models).
+
+    Parameters
+    ----------
+    truth : dict
+        ``mwf`` (fraction), ``fa``, ``mk``, ``chi`` (ppm) and optionally ``t1`` (s), on one grid.
+    mask : ndarray of bool
+        Brain mask (outputs are 0 outside).
+    snr : float
+        Acquisition SNR; noise SDs scale with ``200 / snr``.
+
+    Returns
+    -------
+    dict
+        ``mwf``, ``fa``, ``mk``, ``qpm``, ``qsm`` (float32).
+    """
+    shape = mask.shape
+    k = SNR_REFERENCE / float(snr)
+    f = truth["mwf"].astype(np.float64)
+    n = lambda s: rng.standard_normal(shape) * s  # noqa: E731
+    sigma_mwf = 0.025 * np.sqrt(k)
+    mwf = 0.9 * f * (1.0 + _slow_field(shape, rng, 0.08, 6.0)) + gaussian_filter(n(sigma_mwf * 1.6), 0.5)
+    fa = truth["fa"] + n(0.03 * k)
+    mk = truth["mk"] + n(0.08 * k)
+    t1 = truth.get("t1")
+    tissue = 0.0 if t1 is None else 0.05 * np.clip(1.0 - t1 / 1.5, -1.0, 1.0)
+    qpm = 0.02 + 0.7 * f + 1.2 * f ** 2 + tissue + n(0.012 * k)
+    qsm = gaussian_filter(truth["chi"] + n(0.012 * k * 2.0), 1.0) + _slow_field(shape, rng, 0.01, 8.0)
+    out = {
+        "mwf": np.clip(mwf, 0.0, 0.6), "fa": np.clip(fa, 0.0, 1.0), "mk": np.clip(mk, 0.0, 3.0),
+        "qpm": np.clip(qpm, 0.0, 1.0), "qsm": qsm,
+    }
+    return {key: np.where(mask, v, 0.0).astype(np.float32) for key, v in out.items()}
+
+
+def _estimated_maps(ph, ref, progress=None, cancel=None) -> dict[str, np.ndarray]:
+    """Run the project's estimators on the phantom's acquisitions; maps on ``ref``'s grid.
+
+    ``core.mwf.myelin_water`` (NNLS T2 distribution, automatic mask), ``core.dki.fit_dki`` (WLS),
+    ``core.qpm.qpm`` (two-pool QPM myelin map, with the phantom's B1 map) and ``core.qsm.fit_qsm`` (defaults);
+    every map is resampled onto ``ref`` by world coordinates.
+    """
+    from . import dki, mwf, qpm, qsm
+
+    acq = ph.acq
+    out = {}
+    step(progress, cancel, 0.0, "MWF estimator")
+    mese = acq["mese"]
+    r = mwf.myelin_water(mese.data, mese.echo_times, mask="auto", progress=subrange(progress, 0.0, 0.4), cancel=cancel)
+    out["mwf"] = _on_grid(mese.with_data(r["mwf"]), ref)
+    step(progress, cancel, 0.4, "DKI estimator")
+    dwi = acq["dwi"]
+    r = dki.fit_dki(dwi.data, dwi.bvals, dwi.bvecs, affine=dwi.affine)
+    out["fa"] = _on_grid(dwi.with_data(r["fa"]), ref)
+    out["mk"] = _on_grid(dwi.with_data(r["mk"]), ref)
+    step(progress, cancel, 0.6, "QPM estimator")
+    spgr = acq["spgr"]
+    b1 = qpm.resample_to_grid(acq["b1"], spgr) if "b1" in acq else None
+    r = qpm.qpm(spgr.data, spgr.metadata["FlipAngle"], spgr.metadata["RepetitionTime"], b1=b1,
+                progress=subrange(progress, 0.6, 0.8), cancel=cancel)
+    out["qpm"] = _on_grid(spgr.with_data(r["qpm_myelin"]), ref)
+    step(progress, cancel, 0.8, "QSM estimator")
+    mag, phase = acq["gre_mag"], acq["gre_phase"]
+    r = qsm.fit_qsm(mag.data, phase.data, phase.echo_times, field_strength=phase.metadata.get("MagneticFieldStrength"),
+                    affine=phase.affine, progress=subrange(progress, 0.8, 1.0), cancel=cancel)
+    out["qsm"] = _on_grid(phase.with_data(r["chi"]), ref)
+    return out
+
+
+def phantom_truth(seed: int, *, size: str = "full", lesions: bool = False, cache_dir=None, progress=None,
+                  cancel=None) -> dict:
+    """True maps of ``make_phantom(seed, size, lesions=lesions)`` on its spin-echo grid (cached as ``.npz``).
+
+    Returns a dict of arrays ``mwf`` (fraction), ``fa``, ``mk``, ``chi`` (ppm), ``t1`` (s), ``mask``, ``wm``
+    (fraction), ``labels``, ``lesion``, ``nawm`` (NAWM demyelination) and ``affine``. Other modalities'
+    truths are resampled onto the spin-echo grid by world coordinates (all acquisitions of the phantom
+    share one world frame). With ``cache_dir`` the result is stored and reused (the phantom is deterministic
+    for a seed); the noisy acquisitions are not needed in the simulated mode.
+    """
+    from pathlib import Path
+
+    if cache_dir is not None:
+        cache = Path(cache_dir) / f"phantom_truth_seed{seed}_{size}_{'lesions' if lesions else 'clean'}.npz"
+        if cache.exists():
+            with np.load(cache) as z:
+                return {k: z[k] for k in z.files}
+    make_phantom = _phantom()
+    step(progress, cancel, 0.0, f"phantom seed {seed}")
+    ph = make_phantom(seed=seed, size=size, snr=200.0, lesions=lesions)
+    tr = ph.truth
+    ref = tr["mese"]["mwf"]
+    out = {
+        "mwf": np.asarray(ref.data, np.float32),
+        "fa": _on_grid(tr["dwi"]["fa"], ref),
+        "mk": _on_grid(tr["dwi"]["mk"], ref),
+        "chi": _on_grid(tr["gre"]["chi"], ref),
+        "t1": _on_grid(tr["spgr"]["t1"], ref),
+        "mask": np.asarray(tr["mese"]["mask"].data).astype(bool),
+        "wm": np.asarray(tr["mese"]["wm"].data, np.float32),
+        "labels": np.asarray(tr["mese"]["labels"].data).astype(np.int32),
+        "lesion": np.asarray(tr["mese"]["lesion"].data).astype(bool),
+        "nawm": np.asarray(tr["mese"]["nawm_demyelination"].data).astype(bool),
+        "affine": np.asarray(ref.affine, float),
+    }
+    if cache_dir is not None:
+        import io
+
+        from .volume import atomic_write_bytes
+
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **out)
+        atomic_write_bytes(cache, buf.getvalue())
+    return out
+
+
+def phantom_subject(seed: int, *, size: str = "full", snr: float = 200.0, lesions: bool = False,
+                    mode: str = "simulated", cache_dir=None, progress=None, cancel=None) -> FusionSubject:
+    """One fusion subject from ``make_phantom(seed, size, snr, lesions)`` (see the module docstring).
+
+    White matter for training and evaluation: WM fraction > 0.5 inside the brain mask.
+    """
+    if mode not in ("simulated", "estimators"):
+        raise InputError(f"mode '{mode}': unknown; use 'simulated' or 'estimators'.")
+    if mode == "simulated":
+        t = phantom_truth(seed, size=size, lesions=lesions, cache_dir=cache_dir, progress=progress, cancel=cancel)
+        rng = np.random.default_rng([seed, int(snr), int(lesions), 7])
+        inputs = simulate_estimates(t, t["mask"], snr, rng)
+    else:
+        make_phantom = _phantom()
+        ph = make_phantom(seed=seed, size=size, snr=snr, lesions=lesions)
+        t = phantom_truth(seed, size=size, lesions=lesions, cache_dir=cache_dir)
+        inputs = _estimated_maps(ph, ph.truth["mese"]["mwf"], progress=subrange(progress, 0.1, 1.0), cancel=cancel)
+        inputs = {k: np.where(t["mask"], np.nan_to_num(v), 0.0).astype(np.float32) for k, v in inputs.items()}
+    mask = t["mask"]
+    wm = (t["wm"] > 0.5) & mask
+    lesion = t["lesion"] & mask if t["lesion"].any() else None
+    nawm = t["nawm"] & wm if t["nawm"].any() else None
+    zooms = np.sqrt((t["affine"][:3, :3] ** 2).sum(axis=0))
+    return FusionSubject(
+        inputs=inputs, target=t["mwf"], mask=mask, wm=wm, labels=t["labels"], lesion=lesion, nawm=nawm,
+        affine=t["affine"], name=f"phantom-seed{seed}",
+        meta={"seed": seed, "snr": snr, "lesions": lesions, "size": size, "mode": mode,
+              "voxel_size_mm": zooms.tolist()},
+    )
+
+
+def build_training_set(
+    seeds: Sequence[int],
+    *,
+    size: str = "full",
+    snrs: Sequence[float] = (100.0, 200.0, 400.0),
+    every_snr: bool = False,
+    mode: str = "simulated",
+    cache_dir=None,
+    progress=None,
+    cancel=None,
+) -> list[FusionSubject]:
+    """Phantom cohort: lesions and NAWM demyelination on odd seeds, SNR cycling through ``snrs``.
+
+    Seeds define the anatomy (the phantom's pose and deformation) and the noise; a subject's name carries
+    its seed so that training and validation are split by subject. ``every_snr=True`` makes one subject
+    per seed *and* SNR (independent noise realisations of the same anatomy; simulated mode only).
+    """
+    jobs = []
+    for i, seed in enumerate(seeds):
+        for snr in (snrs if every_snr else [snrs[i % len(snrs)]]):
+            jobs.append((int(seed), float(snr)))
+    subjects = []
+    for j, (seed, snr) in enumerate(jobs):
+        subjects.append(phantom_subject(seed, size=size, snr=snr, lesions=seed % 2 == 1, mode=mode,
+                                        cache_dir=cache_dir,
+                                        progress=subrange(progress, j / len(jobs), (j + 1) / len(jobs)),
+                                        cancel=cancel))
+    return subjects
+
+
+def user_cohort(table: str, *, wm_threshold: float = 0.5) -> list[FusionSubject]:
+    """Subjects of a user cohort listed in a TSV/CSV table.
+
+    Columns: ``subject``, ``mwf``, ``fa``, ``mk``, ``qpm``, optionally ``qsm``, ``reference`` (the measured
+    reference MWF map, the target; fraction or percent, detected), optionally ``mask`` and ``wm`` (a
+    white-matter mask or probability map; default: the whole mask). Paths are NIfTI files on one grid per
+    subject (relative paths are read from the table's folder).
+    """
+    from pathlib import Path
+
+    import pandas as pd
+
+    from .fusion import check_grids, detect_mwf_unit
+    from .volume import load_volume
+
+    table_path = Path(table)
+    if not table_path.exists():
+        raise InputError(f"{table}: cohort table not found; give a TSV with subject, mwf, fa, mk, qpm, reference columns.")
+    df = pd.read_csv(table_path, sep="\t" if table_path.suffix == ".tsv" else ",")
+    need = {"subject", "mwf", "fa", "mk", "qpm", "reference"}
+    if not need <= set(df.columns):
+        raise InputError(f"{table}: missing columns {sorted(need - set(df.columns))}; see napari-myelin train-fusion --help.")
+    base = table_path.parent
+
+    def _load(p):
+        p = Path(str(p))
+        return load_volume(p if p.is_absolute() else base / p)
+
+    subjects = []
+    for _, row in df.iterrows():
+        chans = ["mwf", "fa", "mk", "qpm"] + (["qsm"] if "qsm" in df.columns and isinstance(row["qsm"], str) else [])
+        vols = {c: _load(row[c]) for c in chans}
+        ref = _load(row["reference"])
+        extra = {"reference": ref}
+        if "mask" in df.columns and isinstance(row["mask"], str):
+            extra["mask"] = _load(row["mask"])
+        if "wm" in df.columns and isinstance(row["wm"], str):
+            extra["wm"] = _load(row["wm"])
+        check_grids({**vols, **extra})
+        inputs = {c: np.nan_to_num(np.asarray(v.data, np.float32)) for c, v in vols.items()}
+        mask = np.asarray(extra["mask"].data) > 0.5 if "mask" in extra else inputs["fa"] > 0
+        if detect_mwf_unit(inputs["mwf"], mask) == "percent":
+            inputs["mwf"] = inputs["mwf"] / 100.0
+        target = np.nan_to_num(np.asarray(ref.data, np.float32))
+        if detect_mwf_unit(target, mask) == "percent":
+            target = target / 100.0
+        wm = (np.asarray(extra["wm"].data) > wm_threshold) & mask if "wm" in extra else mask.copy()
+        subjects.append(FusionSubject(inputs={c: np.where(mask, a, 0.0).astype(np.float32) for c, a in inputs.items()},
+                                      target=target, mask=mask, wm=wm, name=str(row["subject"]),
+                                      affine=vols["mwf"].affine,
+                                      meta={"voxel_size_mm": vols["mwf"].zooms.tolist()}))
+    if len({s.name for s in subjects}) != len(subjects):
+        raise InputError(f"{table}: subject names repeat; give each subject one row.")
+    return subjects
+
+
+def split_by_subject(subjects: Sequence[FusionSubject], val_fraction: float = 0.2, seed: int = 0):
+    """Deterministic split into training and validation subjects (never a subject on both sides)."""
+    if len(subjects) < 2:
+        raise InputError("cohort: at least 2 subjects are needed (one for training, one for validation).")
+    order = np.random.default_rng(seed).permutation(len(subjects))
+    n_val = min(len(subjects) - 1, max(1, int(round(val_fraction * len(subjects)))))
+    val = [subjects[i] for i in sorted(order[:n_val])]
+    train = [subjects[i] for i in sorted(order[n_val:])]
+    return train, val

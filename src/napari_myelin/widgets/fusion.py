@@ -1,0 +1,130 @@
+"""Dock widget "Integrated myelin map (CNN)": MWF, FA, MK, QPM (and QSM) layers in, iMWF (%) + uncertainty out.
+
+The computation is :func:`napari_myelin.core.fusion.fuse`, run in a thread worker by
+:class:`~napari_myelin.widgets._runner.Runner` (progress bar + Cancel). Layers are turned back into their
+stored voxel order with :func:`~napari_myelin._layers.layer_to_volume`; their grids and units (layer
+``metadata["units"]``) are checked by the core, and the results come back on the MWF layer's grid.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FileEdit, PushButton, SpinBox
+from napari.layers import Image, Labels, Layer
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+from .._layers import layer_to_volume, volume_to_layer
+from ..core.errors import InputError
+from ..core.fusion import CHANNELS, OPTIONAL_CHANNELS, check_grids, fuse
+from ._runner import Runner
+
+NONE = "none"
+SHIPPED = "shipped (phantom-trained)"
+LABELS = {"mwf": "MWF", "fa": "FA", "mk": "MK", "qpm": "QPM myelin", "qsm": "QSM (optional)"}
+#: Substrings of layer names used to preselect each channel.
+HINTS = {"mwf": ("mwf",), "fa": ("fa",), "mk": ("mk",), "qpm": ("qpm",), "qsm": ("qsm", "chi")}
+
+
+class FusionWidget(QWidget):
+    """Pick the input layers and the weights, press "Fuse"."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.inputs = {
+            c: ComboBox(label=LABELS[c], choices=(self._optional_choices if c in OPTIONAL_CHANNELS else self._choices))
+            for c in CHANNELS
+        }
+        self.mask = ComboBox(label="mask", choices=self._mask_choices)
+        self.weights = FileEdit(label="weights (.safetensors, optional)", mode="r", filter="*.safetensors")
+        self.samples = SpinBox(label="MC-dropout samples", value=8, min=1, max=64)
+        self.fuse_button = PushButton(text="Fuse")
+        self.fuse_button.changed.connect(self.run)
+        self.form = Container(widgets=[*self.inputs.values(), self.mask, self.weights, self.samples, self.fuse_button])
+        self.runner = Runner()
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.form.native)
+        layout.addWidget(self.runner)
+        layout.addStretch(1)
+        self.viewer.layers.events.inserted.connect(self._refresh)
+        self.viewer.layers.events.removed.connect(self._refresh)
+        self._refresh()
+
+    # ------------------------------------------------------------------ choices
+    def _images(self):
+        return [layer for layer in self.viewer.layers if isinstance(layer, Image) and layer.ndim == 3 and not layer.rgb]
+
+    def _choices(self, _widget=None):
+        return [(layer.name, layer) for layer in self._images()]
+
+    def _optional_choices(self, _widget=None):
+        return [(NONE, None)] + self._choices()
+
+    def _mask_choices(self, _widget=None):
+        return [("automatic (FA > 0)", None)] + [
+            (layer.name, layer) for layer in self.viewer.layers if isinstance(layer, (Labels, Image)) and layer.ndim == 3
+        ]
+
+    def _refresh(self, _event=None) -> None:
+        for c, box in self.inputs.items():
+            box.reset_choices()
+            for layer in self._images():
+                name = layer.name.lower().replace("-", "_")
+                tokens = set(name.replace(" ", "_").split("_"))
+                if any(h in tokens for h in HINTS[c]):
+                    box.value = layer
+                    break
+        self.mask.reset_choices()
+
+    def _weights_path(self):
+        w = self.weights.value
+        if w is None or str(w) in ("", ".") or not Path(w).is_file():
+            return None
+        return str(w)
+
+    # ------------------------------------------------------------------ run
+    def run(self, _value=None):
+        """Start the fusion in the background (returns the worker, or ``None`` when input is refused)."""
+        try:
+            layers = {c: box.value for c, box in self.inputs.items() if box.value is not None}
+            missing = [LABELS[c] for c in CHANNELS if c not in OPTIONAL_CHANNELS and c not in layers]
+            if missing:
+                raise InputError(f"fusion: no layer chosen for {', '.join(missing)}; open the maps and pick them.")
+            if len({id(v) for v in layers.values()}) != len(layers):
+                raise InputError("fusion: the same layer is chosen for two inputs; pick one map per input.")
+            vols = {c: layer_to_volume(l.data, l.metadata, scale=l.scale, translate=l.translate)
+                    for c, l in layers.items()}
+            check_grids({layers[c].name: v for c, v in vols.items()})
+            units = {c: (l.metadata or {}).get("units") for c, l in layers.items()}
+            mask = None
+            if self.mask.value is not None:
+                ml = self.mask.value
+                mvol = layer_to_volume(ml.data, ml.metadata, scale=ml.scale, translate=ml.translate)
+                if mvol.shape != vols["mwf"].shape:
+                    raise InputError(f"{ml.name}: its grid {mvol.shape} differs from the maps' {vols['mwf'].shape}; "
+                                     "choose a mask on the same grid.")
+                mask = np.asarray(mvol.data) > 0
+        except InputError as exc:
+            self.runner.refuse(exc)
+            return None
+        self._volume = vols["mwf"]
+        self._name = layers["mwf"].name
+        return self.runner.start(
+            fuse, self._add_layers,
+            **{c: (vols[c].data if c in vols else None) for c in CHANNELS},
+            weights=self._weights_path(), mask=mask, voxel_size_mm=vols["mwf"].zooms, units=units,
+            n_samples=int(self.samples.value),
+        )
+
+    def _add_layers(self, maps) -> None:
+        vol = self._volume
+        display = {"imwf": ("integrated MWF (CNN)", "magma", (0.0, 30.0)),
+                   "imwf_sd": ("integrated MWF uncertainty", "viridis", (0.0, 5.0))}
+        for key, (label, cmap, limits) in display.items():
+            data, attrs, kind = volume_to_layer(
+                vol.with_data(maps[key].astype(np.float32)), name=label, colormap=cmap, contrast_limits=limits,
+                metadata={"units": maps.units[key], "method": maps.method, "parameters": maps.parameters},
+            )
+            self.viewer.add_layer(Layer.create(data, attrs, kind))
