@@ -10,7 +10,7 @@ a second run on the same folder does no work, an interrupted one resumes.
 Outputs (BIDS-derivatives style, ``OUT/``)::
 
     dataset_description.json                     (GeneratedBy: napari-myelin, version)
-    sub-XX/anat/sub-XX_space-mese_<map>.nii.gz   mwf, iewf, gmt2, sgm, mgm, alpha, snr (+ .json)
+    sub-XX/anat/sub-XX_space-mese_<map>.nii.gz   mwf, iewf (%), gmt2, sgm, mgm, alpha, snr, fitted (+ .json)
     sub-XX/dwi/sub-XX_space-dwi_<map>.nii.gz     fa, md, ad, rd, mk, ak, rk, kfa, mkt, mask
     sub-XX/anat/sub-XX_space-megre_<map>.nii.gz  field, local_field, chi, mask
     sub-XX/anat/sub-XX_space-vfa_<map>.nii.gz    t1, pd, mtv, qpm_myelin, mwf_qpm (%)
@@ -114,21 +114,15 @@ class _Subject:
 # estimator steps
 # --------------------------------------------------------------------------------------------------
 def _step_mwf(s: _Subject, progress: ProgressFn | None, cancel) -> list[Path]:
-    from .mwf import fit_t2_distribution, t2_parts
-    from .qsm import brain_mask
+    from .mwf import myelin_water, to_percent
 
     vol = s.acquisition("mese")
     te = vol.echo_times
     if te is None:
         raise InputError(f"{vol.path}: its sidecar has no EchoTime list; add the echo times (s).")
-    mask = brain_mask(vol.data[..., 0])
-    fit = fit_t2_distribution(vol.data, te, mask=mask, progress=subrange(progress, 0, 0.95), cancel=cancel)
-    parts = t2_parts(fit)
-    maps = Maps({**{k: fit[k] for k in ("alpha", "snr") if k in fit}, **parts.arrays, "mask": mask},
-                units={**fit.units, **parts.units, "mask": "boolean"},
-                descriptions={**fit.descriptions, **parts.descriptions, "mask": "brain mask of the fit"},
-                method=fit.method, parameters=parts.parameters)
-    return s.save(maps, "mese", vol, s.files.mese)
+    maps = myelin_water(vol.data, te, mask="auto", progress=progress, cancel=cancel)
+    return s.save(to_percent(maps), "mese", vol, s.files.mese,
+                  ("mwf", "iewf", "gmt2", "sgm", "mgm", "alpha", "snr", "fitted"))
 
 
 def _step_dki(s: _Subject, progress, cancel) -> list[Path]:
