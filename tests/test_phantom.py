@@ -163,7 +163,7 @@ def test_dwi_voxels_equal_dipys_dki_signal(clean):
 
 
 def test_gre_phase_follows_the_total_field(clean):
-    mag, ph = clean.acq["gre_mag"], clean.acq["gre_phase"]
+    ph = clean.acq["gre_phase"]
     te = np.asarray(ph.metadata["EchoTime"])
     total = clean.truth["gre"]["total_field"].data
     mask = clean.truth["gre"]["mask"].data

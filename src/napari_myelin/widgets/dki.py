@@ -13,13 +13,12 @@ from pathlib import Path
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, PushButton
 from napari.layers import Image, Labels, Layer
-from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from .._layers import META_KEY, display_geometry, from_display, layer_to_volume, to_display, volume_to_layer
 from ..core.dki import fit_dki
 from ..core.errors import InputError
 from ..core.volume import read_bval_bvec
-from ._runner import Runner
+from ._base import ActionDock, volume_layers
 
 AUTOMATIC = "automatic (median Otsu)"
 
@@ -33,12 +32,11 @@ DISPLAY = {
 }
 
 
-class DKIWidget(QWidget):
+class DKIWidget(ActionDock):
     """Choose a DWI layer (and optionally a mask, .bval/.bvec files, method, preprocessing), press Fit."""
 
     def __init__(self, napari_viewer) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer)
         self.dwi = ComboBox(label="DWI", choices=self._dwi_choices)
         self.mask = ComboBox(label="mask", choices=self._mask_choices)
         self.bval = FileEdit(label=".bval (optional)", mode="r", filter="*.bval")
@@ -50,27 +48,16 @@ class DKIWidget(QWidget):
         self.fit_button.changed.connect(self.run)
         self.form = Container(widgets=[self.dwi, self.mask, self.bval, self.bvec, self.method,
                                        self.denoise, self.degibbs, self.fit_button])
-        self.runner = Runner()
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.form.native)
-        layout.addWidget(self.runner)
-        layout.addStretch(1)
-        self.viewer.layers.events.inserted.connect(self._refresh)
-        self.viewer.layers.events.removed.connect(self._refresh)
-        self._refresh()
+        self._assemble(self.form)
 
     # ------------------------------------------------------------------ choices
     def _dwi_choices(self, _widget=None):
-        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image) and layer.ndim == 4]
+        return volume_layers(self.viewer, 4)
 
     def _mask_choices(self, _widget=None):
         return [(AUTOMATIC, None)] + [
             (layer.name, layer) for layer in self.viewer.layers if isinstance(layer, (Labels, Image)) and layer.ndim == 3
         ]
-
-    def _refresh(self, _event=None) -> None:
-        self.dwi.reset_choices()
-        self.mask.reset_choices()
 
     # ------------------------------------------------------------------ run
     def _table(self, vol):

@@ -14,13 +14,13 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, LineEdit, PushButton, SpinBox
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
-from napari.layers import Image, Labels, Layer
-from qtpy.QtWidgets import QGroupBox, QVBoxLayout, QWidget
+from napari.layers import Image, Layer
+from qtpy.QtWidgets import QGroupBox, QVBoxLayout
 
 from .._layers import layer_to_volume, to_display, volume_to_layer
 from ..core import mwf as core
 from ..core.errors import InputError
-from ._runner import Runner
+from ._base import ActionDock, volume_layers
 
 #: Layers added after a fit: map name -> (label, colormap, contrast limits).
 DISPLAY = {
@@ -47,12 +47,11 @@ def _pair(text: str, what: str, scale: float = 1e-3):
     return (vals[0] * scale, vals[1] * scale)
 
 
-class MWFWidget(QWidget):
+class MWFWidget(ActionDock):
     """Pick the multi-echo layer, optional mask and B1 layers, the regularisation and windows; press Fit."""
 
     def __init__(self, napari_viewer) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer)
         self.maps = None
         self.series = ComboBox(label="multi-echo series", choices=self._series_choices)
         self.series.changed.connect(self._prefill)
@@ -81,24 +80,15 @@ class MWFWidget(QWidget):
         box_layout = QVBoxLayout(box)
         box_layout.addWidget(self.info.native)
         box_layout.addWidget(self.canvas)
-        self.runner = Runner()
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.form.native)
-        layout.addWidget(self.runner)
-        layout.addWidget(box)
-        layout.addStretch(1)
-        self.viewer.layers.events.inserted.connect(self._refresh)
-        self.viewer.layers.events.removed.connect(self._refresh)
+        self._assemble(self.form, box)
         self.viewer.mouse_drag_callbacks.append(self._on_click)
-        self._refresh()
 
     # ------------------------------------------------------------------ choices
     def _series_choices(self, _widget=None):
-        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image) and layer.ndim == 4]
+        return volume_layers(self.viewer, 4)
 
     def _volumes_3d(self):
-        return [(layer.name, layer) for layer in self.viewer.layers
-                if isinstance(layer, (Labels, Image)) and layer.ndim == 3]
+        return volume_layers(self.viewer, 3, labels=True)
 
     def _mask_choices(self, _widget=None):
         return [("automatic", None)] + self._volumes_3d()

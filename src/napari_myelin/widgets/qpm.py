@@ -17,14 +17,14 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
-from napari.layers import Image, Labels, Layer
+from napari.layers import Labels, Layer
 from napari.utils.notifications import show_info, show_warning
-from qtpy.QtWidgets import QGroupBox, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QGroupBox, QVBoxLayout
 
 from .._layers import layer_to_volume, volume_to_layer
 from ..core import qpm as core
 from ..core.errors import InputError
-from ._runner import Runner
+from ._base import ActionDock, volume_layers
 
 FROM_SIDECAR = ""
 NONE = "none"
@@ -53,12 +53,11 @@ def _parse_floats(text: str, what: str):
         raise InputError(f"{what}: '{text}' is not a list of numbers; type e.g. 3 10 20.") from None
 
 
-class QPMWidget(QWidget):
+class QPMWidget(ActionDock):
     """Choose the SPGR series (4D), an optional B1 map and mask, the method; press Fit. Then calibrate."""
 
     def __init__(self, napari_viewer) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer)
         self.calibration: core.MwfCalibration | None = None
         self.spgr = ComboBox(label="SPGR series", choices=self._series_choices)
         self.b1 = ComboBox(label="B1 map", choices=self._map_choices)
@@ -96,28 +95,20 @@ class QPMWidget(QWidget):
         box_layout = QVBoxLayout(box)
         box_layout.addWidget(self.cal_form.native)
         box_layout.addWidget(self.canvas)
-        self.runner = Runner()
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.form.native)
-        layout.addWidget(self.runner)
-        layout.addWidget(box)
-        layout.addStretch(1)
-        self.viewer.layers.events.inserted.connect(self._refresh)
-        self.viewer.layers.events.removed.connect(self._refresh)
-        self._refresh()
+        self._assemble(self.form, box)
 
     # ------------------------------------------------------------------ choices
     def _series_choices(self, _widget=None):
-        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image) and layer.ndim == 4]
+        return volume_layers(self.viewer, 4)
 
     def _map_choices_required(self, _widget=None):
-        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image) and layer.ndim == 3]
+        return volume_layers(self.viewer, 3)
 
     def _map_choices(self, _widget=None):
         return [(NONE, None)] + self._map_choices_required()
 
     def _volumes_3d(self):
-        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, (Labels, Image)) and layer.ndim == 3]
+        return volume_layers(self.viewer, 3, labels=True)
 
     def _mask_choices(self, _widget=None):
         return [("automatic", None)] + self._volumes_3d()

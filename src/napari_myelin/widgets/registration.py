@@ -15,12 +15,11 @@ from pathlib import Path
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, PushButton, Select, SpinBox
 from napari.layers import Image, Labels, Layer
-from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from .._layers import META_KEY, from_display, layer_to_volume, volume_to_layer
 from ..core.errors import InputError
 from ..core.registration import PRESETS, available_atlases, check_image, reference_image, register_subject
-from ._runner import Runner
+from ._base import ActionDock
 
 USER_ATLAS = "user labels file + LUT"
 
@@ -29,12 +28,11 @@ def _given(path) -> Path | None:
     return Path(path) if path is not None and str(path) not in ("", ".") else None
 
 
-class RegistrationWidget(QWidget):
+class RegistrationWidget(ActionDock):
     """Choose the subject image, layers to carry, preset and outputs; press Register."""
 
     def __init__(self, napari_viewer) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer)
         self.moving = ComboBox(label="subject image", choices=self._image_choices)
         self.carry = Select(label="carry along", choices=self._carry_choices)
         self.preset = ComboBox(label="preset", choices=list(PRESETS), value="fast")
@@ -52,14 +50,7 @@ class RegistrationWidget(QWidget):
         self.atlas.changed.connect(self._atlas_changed)
         self.form = Container(widgets=[self.moving, self.carry, self.preset, self.warp, self.to_native, self.atlas,
                                        self.labels_file, self.lut_file, self.out_dir, self.seed, self.run_button])
-        self.runner = Runner()
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.form.native)
-        layout.addWidget(self.runner)
-        layout.addStretch(1)
-        self.viewer.layers.events.inserted.connect(self._refresh)
-        self.viewer.layers.events.removed.connect(self._refresh)
-        self._refresh()
+        self._assemble(self.form)
         self._atlas_changed()
 
     # ------------------------------------------------------------------ choices
@@ -70,10 +61,6 @@ class RegistrationWidget(QWidget):
     def _carry_choices(self, _widget=None):
         return [(layer.name, layer) for layer in self.viewer.layers
                 if isinstance(layer, (Image, Labels)) and layer.ndim in (3, 4) and not getattr(layer, "rgb", False)]
-
-    def _refresh(self, _event=None) -> None:
-        self.moving.reset_choices()
-        self.carry.reset_choices()
 
     def _atlas_changed(self, _value=None) -> None:
         user = self.atlas.value == "user"

@@ -1,0 +1,44 @@
+"""What every estimator dock shares: the viewer, a :class:`~napari_myelin.widgets._runner.Runner`,
+the layout (form, progress bar and Cancel, optional panels) and choice lists that follow the layers."""
+
+from __future__ import annotations
+
+from napari.layers import Image, Labels
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+from ._runner import Runner
+
+
+def volume_layers(viewer, ndim: int = 3, *, labels: bool = False) -> list[tuple[str, object]]:
+    """``(name, layer)`` choices of the viewer's non-RGB image layers of ``ndim`` dimensions
+    (and Labels layers with ``labels=True``)."""
+    kinds = (Image, Labels) if labels else (Image,)
+    return [(layer.name, layer) for layer in viewer.layers
+            if isinstance(layer, kinds) and layer.ndim == ndim and not getattr(layer, "rgb", False)]
+
+
+class ActionDock(QWidget):
+    """Base class of the dock widgets: ``self.viewer``, ``self.runner`` and :meth:`_assemble`."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.runner = Runner()
+
+    def _assemble(self, form, *panels) -> QVBoxLayout:
+        """Lay out ``form`` (a magicgui Container or a QWidget), the runner and ``panels``; refresh the
+        choice lists now and whenever layers are added or removed."""
+        layout = QVBoxLayout(self)
+        for widget in (form, self.runner, *panels):
+            layout.addWidget(getattr(widget, "native", widget))
+        layout.addStretch(1)
+        self.viewer.layers.events.inserted.connect(self._refresh)
+        self.viewer.layers.events.removed.connect(self._refresh)
+        self._refresh()
+        return layout
+
+    def _refresh(self, _event=None) -> None:
+        """Re-read the layer choices of every combo box in ``self.form``."""
+        for widget in self.form:
+            if hasattr(widget, "reset_choices"):
+                widget.reset_choices()
