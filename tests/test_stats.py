@@ -13,8 +13,9 @@ from scipy import stats as sstats
 from napari_myelin.cli import main
 from napari_myelin.core.errors import InputError
 from napari_myelin.core.normative import build_normative, compare_to_normative, read_normative
+from napari_myelin.core.resample import resample_to_grid
 from napari_myelin.core.stats import (
-    LONG_COLUMNS, correlation_table, grouped_statistics, read_stats_csv, resample_to_grid, roi_statistics,
+    LONG_COLUMNS, correlation_table, grouped_statistics, read_stats_csv, roi_statistics,
     roi_values, wide_table, write_csv,
 )
 from napari_myelin.core.volume import Volume

@@ -17,6 +17,7 @@ import numpy as np
 from ..core import qpm as core
 from ..core.errors import InputError
 from ..core.maps import Maps
+from ..core.resample import resample_like
 from ..core.volume import check_output_folder, load_volume, save_maps
 
 HELP = "calibrate a QPM myelin map to MWF (quadratic fit over WM voxels or tract means) or apply a saved calibration"
@@ -40,7 +41,7 @@ def _on_qpm_grid(path, ref, *, order, what):
         return data
     warnings.warn(f"{path}: the {what} is on another grid than {ref.path}; resampled to it by world coordinates.",
                   stacklevel=2)
-    return core.resample_to_grid(vol, ref, order=order, name=str(path))
+    return resample_like(vol, ref, order=order, name=str(path))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ import pandas as pd
 
 from .errors import InputError
 from .lut import find_lut, read_lut
+from .resample import resample_to_grid
 from .volume import Volume, load_volume
 
 #: Folder of the shipped atlas files.
@@ -95,16 +96,6 @@ def load_brain_mask(resolution_mm: int = 2) -> Volume:
     return _volume(f"mni_brain_{res}mm.nii.gz", bool, Description="MNI ICBM152 2009a brain mask")
 
 
-def _resample_linear(vol: Volume, target_affine: np.ndarray, target_shape) -> np.ndarray:
-    from scipy import ndimage as ndi
-
-    mapping = np.linalg.inv(vol.affine) @ target_affine
-    return ndi.affine_transform(
-        vol.data.astype(np.float32), mapping[:3, :3], mapping[:3, 3], output_shape=tuple(target_shape), order=1,
-        mode="nearest",
-    )
-
-
 def load_tissue_probability(tissue: str, resolution_mm: int = 2) -> Volume:
     """Tissue probability map of the template (float32, 0-1).
 
@@ -133,7 +124,7 @@ def load_tissue_probability(tissue: str, resolution_mm: int = 2) -> Volume:
     if res == 2:
         return vol2
     t1 = load_template(1)
-    data = np.clip(_resample_linear(vol2, t1.affine, t1.shape), 0, 1).astype(np.float32)
+    data = np.clip(resample_to_grid(vol2, t1.affine, t1.shape, cval=None)[0], 0, 1).astype(np.float32)
     return Volume(data, t1.affine, None, dict(vol2.metadata), None)
 
 

@@ -45,7 +45,7 @@ from scipy import ndimage
 
 from .errors import InputError
 from .progress import ProgressFn, step
-from .stats import resample_to_grid
+from .resample import resample_to_grid
 from .volume import (
     Volume, atomic_write_bytes, check_output_folder, is_nifti, load_volume, provenance, save_volume,
     strip_nifti_suffix,

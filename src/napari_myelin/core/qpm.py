@@ -60,6 +60,7 @@ import numpy as np
 
 from .errors import InputError
 from .maps import Maps
+from .resample import resample_like
 from .progress import step, subrange
 
 #: Default pool parameters (s), Deoni et al. 2008 (white matter, see the module docstring).
@@ -980,34 +981,6 @@ def qpm(
     )
 
 
-def resample_to_grid(moving, reference, *, order: int = 1, name: str = "B1 map") -> np.ndarray:
-    """Resample a 3D volume onto the grid of ``reference`` by world (scanner) coordinates.
-
-    Both are :class:`~napari_myelin.core.volume.Volume`. Linear interpolation (``order=1``); points
-    outside the moving volume take the nearest edge value. Returns ``moving.data`` unchanged when the
-    grids already match. Raises :class:`InputError` when the two fields of view do not overlap.
-    """
-    from scipy.ndimage import map_coordinates
-
-    ref_shape = reference.shape[:3]
-    data = np.asarray(moving.data, dtype=float)
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise InputError(f"{name}: has {data.ndim} dimensions; a 3D map is needed.")
-    if data.shape == tuple(ref_shape) and np.allclose(moving.affine, reference.affine, atol=1e-4):
-        return data
-    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in ref_shape], indexing="ij"), axis=0).reshape(3, -1)
-    world = reference.affine[:3, :3] @ ijk + reference.affine[:3, 3:4]
-    inv = np.linalg.inv(moving.affine)
-    vox = inv[:3, :3] @ world + inv[:3, 3:4]
-    inside = np.all((vox >= -0.5) & (vox <= np.array(data.shape)[:, None] - 0.5), axis=0)
-    if not inside.any():
-        raise InputError(f"{name}: its field of view does not overlap the SPGR images; check that it belongs to this session.")
-    out = map_coordinates(data, vox, order=order, mode="nearest").reshape(ref_shape)
-    return out
-
-
 def mask_from_map(data) -> np.ndarray:
     """Boolean mask from a mask image: a fractional (probability) map in [0, 1] is thresholded at 0.5,
     anything else (binary masks, label maps) at > 0."""
@@ -1081,4 +1054,4 @@ def b1_on_grid(b1, spgr) -> np.ndarray:
         "by world coordinates (linear interpolation).",
         stacklevel=2,
     )
-    return resample_to_grid(b1, spgr, order=1, name=src)
+    return resample_like(b1, spgr, order=1, name=src)

@@ -58,11 +58,12 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage, stats as sstats
+from scipy import stats as sstats
 
 from .errors import InputError
 from .maps import Maps
 from .progress import step, subrange
+from .resample import resample_to_grid
 from .volume import Volume, atomic_write_bytes
 
 #: Columns of the long layout (one row per subject, label and map), in order.
@@ -160,63 +161,6 @@ def _check_integer_labels(data: np.ndarray, what: str) -> np.ndarray:
 
 def _same_grid(a: Volume, b: Volume) -> bool:
     return tuple(a.shape[:3]) == tuple(b.shape[:3]) and np.allclose(a.affine, b.affine, atol=1e-3)
-
-
-def resample_to_grid(
-    vol: Volume,
-    target_affine: np.ndarray,
-    target_shape: Sequence[int],
-    *,
-    order: int = 1,
-    cval: float = np.nan,
-    progress=None,
-    cancel=None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Resample a 3D volume onto another grid through world coordinates.
-
-    Each target voxel centre ``ijk`` is mapped to the source voxel coordinates
-    ``A_src^-1 A_target ijk`` and interpolated there (``order=1`` trilinear for maps, ``order=0``
-    nearest neighbour for labels). Processed in slabs of target slices (bounded memory).
-
-    Returns
-    -------
-    data : ndarray
-        Resampled data (float64 for ``order >= 1``; the source dtype for ``order=0``); ``cval``
-        outside the source field of view.
-    inside : ndarray of bool
-        Target voxels whose centre lies inside the source grid.
-    """
-    src = np.asarray(vol.data)
-    target_shape = tuple(int(s) for s in target_shape[:3])
-    m = np.linalg.inv(vol.affine) @ np.asarray(target_affine, dtype=float)
-    if order == 0:
-        out = np.empty(target_shape, dtype=src.dtype)
-        src_in = src
-    else:
-        out = np.empty(target_shape, dtype=np.float64)
-        src_in = src.astype(np.float64, copy=False)
-    inside = np.empty(target_shape, dtype=bool)
-    nx, ny, nz = target_shape
-    ii, jj = np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij")
-    slab = max(1, int(2_000_000 // max(nx * ny, 1)))
-    for k0 in range(0, nz, slab):
-        step(progress, cancel, k0 / nz, "resampling")
-        ks = np.arange(k0, min(nz, k0 + slab))
-        ijk = np.stack(
-            [np.broadcast_to(ii[..., None], (nx, ny, ks.size)),
-             np.broadcast_to(jj[..., None], (nx, ny, ks.size)),
-             np.broadcast_to(ks[None, None, :], (nx, ny, ks.size))]
-        ).reshape(3, -1).astype(np.float64)
-        coords = m[:3, :3] @ ijk + m[:3, 3:4]
-        tol = 1e-6
-        ok = np.all((coords >= -tol) & (coords <= np.asarray(src.shape[:3])[:, None] - 1 + tol), axis=0)
-        if order == 0:
-            coords = np.round(coords)
-        vals = ndimage.map_coordinates(src_in, coords, order=order, mode="nearest", prefilter=False)
-        vals = np.where(ok, vals, cval) if order else np.where(ok, vals, np.asarray(cval).astype(src.dtype))
-        out[:, :, ks] = vals.reshape(nx, ny, ks.size)
-        inside[:, :, ks] = ok.reshape(nx, ny, ks.size)
-    return out, inside
 
 
 @dataclass

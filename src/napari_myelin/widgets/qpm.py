@@ -23,6 +23,7 @@ from qtpy.QtWidgets import QGroupBox, QVBoxLayout
 
 from .._layers import layer_to_volume, volume_to_layer
 from ..core import qpm as core
+from ..core.resample import resample_like
 from ..core.errors import InputError
 from ._base import ActionDock, volume_layers
 
@@ -196,12 +197,12 @@ class QPMWidget(ActionDock):
             if mvol.shape != qvol.shape or not np.allclose(mvol.affine, qvol.affine, atol=1e-3):
                 show_warning(f"{self.cal_mwf.value.name}: on another grid than the QPM map; resampled to it by world "
                              "coordinates.")
-                mwf = core.resample_to_grid(mvol, qvol, order=1, name=self.cal_mwf.value.name)
+                mwf = resample_like(mvol, qvol, order=1, name=self.cal_mwf.value.name)
             mask = labels = None
             if self.cal_mask.value is not None:
-                mask = core.resample_to_grid(_vol(self.cal_mask.value), qvol, order=0, name=self.cal_mask.value.name) > 0
+                mask = resample_like(_vol(self.cal_mask.value), qvol, order=0, name=self.cal_mask.value.name) > 0
             if self.cal_labels.value is not None:
-                labels = core.resample_to_grid(_vol(self.cal_labels.value), qvol, order=0,
+                labels = resample_like(_vol(self.cal_labels.value), qvol, order=0,
                                                name=self.cal_labels.value.name).astype(int)
         except InputError as exc:
             self.runner.refuse(exc)
