@@ -2,7 +2,8 @@
 
 ``report.png``: the MNI ICBM152 T1 template with the subject's MWF (warped to the template) as a
 colour overlay and the tract atlas as outlines, axial, coronal and sagittal views through the
-centre, side by side, rendered by napari (needs a display; under CI, ``xvfb-run``).
+centre, side by side, rendered by napari in a real window (a hidden canvas renders black), so it needs
+a display; ``make demo`` runs it under ``xvfb-run``.
 ``tracts.png``: mean MWF per tract (bar) with the integrated myelin map (and the truth, when given).
 """
 
@@ -28,16 +29,22 @@ def _png_bytes(image: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def render_report(mwf_template: str | Path, out_png: str | Path, *, size: int = 420) -> Path:
+def render_report(mwf_template: str | Path, out_png: str | Path, *, size: int = 480) -> Path:
     """Screenshot the template with the MWF overlay and tract outlines in three orthogonal views."""
     import napari
 
     template = load_template(2)
     labels, _ = load_tract_atlas(2)
     mwf = load_volume(mwf_template)
-    viewer = napari.Viewer(show=False)
+    from qtpy.QtWidgets import QApplication
+
+    viewer = napari.Viewer(show=True)  # a hidden canvas renders black; under CI this runs in Xvfb
     try:
-        viewer.window._qt_window.resize(size + 40, size + 120)
+        qt_viewer = viewer.window._qt_viewer
+        qt_viewer.dockLayerList.setVisible(False)
+        qt_viewer.dockLayerControls.setVisible(False)
+        viewer.window._qt_window.resize(size, size + 60)
+        QApplication.processEvents()
         data, kw, _ = volume_to_layer(template, name="MNI T1", colormap="gray")
         viewer.add_image(data, **kw)
         scale = 100.0 if np.nanmax(mwf.data) <= 1.5 else 1.0
@@ -55,6 +62,7 @@ def render_report(mwf_template: str | Path, out_png: str | Path, *, size: int = 
             viewer.dims.order = tuple(order)
             viewer.dims.set_point(axis, viewer.layers[0].data_to_world(centre)[axis])
             viewer.reset_view()
+            QApplication.processEvents()
             shot = viewer.screenshot(canvas_only=True, flash=False)
             shots.append(np.flipud(shot) if axis > 0 else shot)
         height = max(s.shape[0] for s in shots)

@@ -7,8 +7,12 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from ..core.lut import read_lut
 from ..core.phantom import write_phantom
-from ..core.volume import check_output_folder
+from ..core.volume import check_output_folder, load_volume
 from ._common import terminal_progress
 from .run import print_summary, run_with_progress
 
@@ -21,6 +25,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1, help="phantom seed (default 1)")
     parser.add_argument("--snr", type=float, default=200.0, help="phantom SNR (default 200)")
     parser.add_argument("--no-screenshot", action="store_true", help="skip the napari screenshot (no display)")
+
+
+def truth_tract_means(truth_mwf, tracts) -> pd.Series:
+    """Mean true MWF (%) over each native tract label, indexed by tract name (for the chart)."""
+    truth = load_volume(truth_mwf).data
+    labels = load_volume(tracts)
+    lut = read_lut(str(tracts).replace(".nii.gz", ".tsv")).set_index("index")["name"]
+    values = labels.data.astype(int).ravel()
+    sums = np.bincount(values, weights=100.0 * truth.ravel(), minlength=lut.index.max() + 1)
+    counts = np.bincount(values, minlength=lut.index.max() + 1)
+    present = [i for i in lut.index if i < counts.size and counts[i] > 0]
+    return pd.Series({lut[i]: sums[i] / counts[i] for i in present})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
     shutil.copyfile(subject_dir / "tracts.csv", out / "tracts.csv")
     from ..report import tract_chart
 
-    tract_chart(out / "tracts.csv", out / "tracts.png")
+    truth = truth_tract_means(out / "phantom" / "derivatives" / "truth" / sub / "mese" / "mwf.nii.gz",
+                              subject_dir / "anat" / f"{sub}_space-mese_tracts.nii.gz")
+    tract_chart(out / "tracts.csv", out / "tracts.png", truth=truth)
     written = [out / "tracts.csv", out / "tracts.png"]
     if not args.no_screenshot:
         from ..report import render_report
