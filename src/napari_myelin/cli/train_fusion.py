@@ -33,9 +33,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "[qsm], reference (measured reference MWF), [mask], [wm]; split by subject for validation")
     src.add_argument("--train-seeds", default="0-11", help="phantom seeds for training (default 0-11)")
     src.add_argument("--val-seeds", default="100-101", help="phantom seeds for validation (default 100-101)")
-    src.add_argument("--size", default="full", choices=["small", "full"], help="phantom size (full: 2 mm subject)")
-    src.add_argument("--mode", default="simulated", choices=["simulated", "estimators"],
-                     help="phantom inputs: simulated estimator noise/bias (fast) or the project's estimators (slow)")
+    src.add_argument("--size", default="small", choices=["small", "full"],
+                     help="phantom size (small: 4 mm acquisitions, default; full: 2 mm subject, minutes per phantom)")
+    src.add_argument("--mode", default="estimators", choices=["estimators", "simulated"],
+                     help="phantom inputs: the project's estimators + the pipeline's registration to the 2 mm "
+                          "template (default; ~75 s per small phantom) or simulated estimator noise/bias (fast)")
+    src.add_argument("--preset", default="fast", choices=["fast", "affine", "accurate"],
+                     help="registration preset of the estimators mode (as the subject pipeline)")
+    src.add_argument("--cache", metavar="DIR", default=None,
+                     help="folder where processed phantom subjects (and their transforms) are stored and reused")
     src.add_argument("--snrs", default="100,200,400", help="SNRs cycled over the phantom seeds")
     src.add_argument("--val-fraction", type=float, default=0.2, help="validation share of a user cohort")
     net = parser.add_argument_group("network and optimisation")
@@ -65,18 +71,20 @@ def run(args: argparse.Namespace) -> int:
             data = {"source": "user cohort", "table": str(args.cohort)}
             vs = subjects[0].meta["voxel_size_mm"]
         else:
-            from ..core.fusion_train import build_training_set
+            from ..core.fusion_train import ESTIMATORS_NOTE, build_training_set
 
             tr_seeds, va_seeds = _seeds(args.train_seeds), _seeds(args.val_seeds)
             if set(tr_seeds) & set(va_seeds):
                 raise InputError("--val-seeds: overlaps --train-seeds; validation subjects must never be trained on.")
             snrs = [float(s) for s in args.snrs.split(",")]
-            train = build_training_set(tr_seeds, size=args.size, snrs=snrs, mode=args.mode,
-                                       progress=subrange(progress, 0.0, 0.15))
-            val = build_training_set(va_seeds, size=args.size, snrs=snrs, mode=args.mode,
-                                     progress=subrange(progress, 0.15, 0.2))
+            kw = {"size": args.size, "snrs": snrs, "mode": args.mode, "preset": args.preset, "cache_dir": args.cache}
+            train = build_training_set(tr_seeds, progress=subrange(progress, 0.0, 0.15), **kw)
+            val = build_training_set(va_seeds, progress=subrange(progress, 0.15, 0.2), **kw)
             data = {"source": "phantom", "mode": args.mode, "size": args.size, "train_seeds": tr_seeds,
                     "validation_seeds": va_seeds, "snrs": snrs}
+            if args.mode == "estimators":
+                data["registration_preset"] = args.preset
+                data["note"] = ESTIMATORS_NOTE
             if args.mode == "simulated":
                 from ..core.fusion_train import SIMULATED_NOTE
 

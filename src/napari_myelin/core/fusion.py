@@ -69,7 +69,8 @@ def _torch():
 
 
 def default_weights_path() -> Path:
-    """The shipped weights (trained on the phantom cohort); their model card lies beside them."""
+    """The shipped weights (trained on a phantom cohort processed by the project's estimators and registered
+    to the 2 mm MNI template like a subject); their model card lies beside them."""
     return Path(__file__).resolve().parent.parent / "data" / "fusion" / "fusion_default.safetensors"
 
 
@@ -567,8 +568,8 @@ def fuse(
     voxel_size_mm : float or 3 floats, optional
         Voxel size of the inputs (mm); when its isotropic equivalent (cube root of the voxel volume)
         differs from the card's training voxel size by more than 25 %, the maps are resampled to the
-        training voxel size, fused, and the result resampled back (linear). A 2 mm template grid is
-        fused as it is by weights trained on the phantom's 2 x 2 x 3 mm grid.
+        training voxel size, fused, and the result resampled back (linear). The shipped weights were
+        trained on the 2 mm MNI template grid (where the subject pipeline fuses).
     units : mapping, optional
         Declared units per channel (checked against the values).
     n_samples : int, optional
@@ -1035,9 +1036,9 @@ def fuse_native(
     for name in ("imwf", "imwf_sd"):
         back = registration.to_native(Volume(res[name], tmpl.affine.copy()), "linear")
         if back.shape[:3] != ref.shape[:3] or not np.allclose(back.affine, ref.affine, atol=1e-3):
-            from .qpm import resample_to_grid
+            from .resample import resample_like
 
-            arr = resample_to_grid(back, ref, order=1, name=name)
+            arr = resample_like(back, ref, order=1, name=name)
         else:
             arr = back.data
         native[name] = np.asarray(arr, np.float32)

@@ -189,8 +189,13 @@ def _grids(s: _Subject) -> list[str]:
     return [g for key, g in (("mese", "mese"), ("dwi", "dwi"), ("gre", "megre"), ("spgr", "vfa")) if present[key]]
 
 
-class _Registrations:
-    """Transforms of one subject (computed once, then read back from ``xfm/``)."""
+class SubjectRegistrations:
+    """Transforms of one subject (computed once, then read back from ``xfm/``).
+
+    Every modality is rigidly co-registered to the subject reference (``self.ref``) and the reference
+    is registered to the template. The subject needs ``files.present()``, ``acquisition(key)`` and
+    ``xfm`` (see :class:`_Subject`); the fusion training reuses this class on phantom subjects.
+    """
 
     def __init__(self, s: _Subject, preset: str, seed: int, progress=None, cancel=None) -> None:
         from .registration import coregister, register_to_template
@@ -226,7 +231,7 @@ class _Registrations:
         return sorted({Path(p) for r in regs for p in (*r.forward, *r.inverse)})
 
 
-def _step_register(s: _Subject, regs: _Registrations, preset: str) -> list[Path]:
+def _step_register(s: _Subject, regs: SubjectRegistrations, preset: str) -> list[Path]:
     warped = regs.template.warped
     out = save_volume(warped.data, s.path(TEMPLATE_SPACE, "reference"), warped.affine,
                       sidecar={"Description": f"subject reference ({regs.ref}) warped to {TEMPLATE_SPACE}",
@@ -234,7 +239,7 @@ def _step_register(s: _Subject, regs: _Registrations, preset: str) -> list[Path]
     return [*regs.files(), out]
 
 
-def _step_tracts(s: _Subject, regs: _Registrations) -> list[Path]:
+def _step_tracts(s: _Subject, regs: SubjectRegistrations) -> list[Path]:
     from .atlas import load_tract_atlas
     from .lut import write_lut
 
@@ -249,7 +254,7 @@ def _step_tracts(s: _Subject, regs: _Registrations) -> list[Path]:
     return written
 
 
-def _step_calibrate(s: _Subject, regs: _Registrations) -> list[Path]:
+def _step_calibrate(s: _Subject, regs: SubjectRegistrations) -> list[Path]:
     from .qpm import fit_mwf_calibration
 
     mwf_ref = regs.coreg["mese"].apply(s.load("mese", "mwf")) if regs.ref != "mese" else s.load("mese", "mwf")
@@ -262,7 +267,7 @@ def _step_calibrate(s: _Subject, regs: _Registrations) -> list[Path]:
     return [*out, cal_json]
 
 
-def _step_fusion(s: _Subject, regs: _Registrations, progress, cancel) -> list[Path]:
+def _step_fusion(s: _Subject, regs: SubjectRegistrations, progress, cancel) -> list[Path]:
     from .fusion import fuse
 
     sources = {"mwf": ("mese", "mwf"), "fa": ("dwi", "fa"), "mk": ("dwi", "mk"), "qpm": ("vfa", "qpm_myelin")}
@@ -383,11 +388,11 @@ def run_subject(
     runner = StepRunner(s.root, force=force)
     present = files.present()
     n = len(STEPS)
-    regs: list[_Registrations] = []
+    regs: list[SubjectRegistrations] = []
 
-    def registrations(p=None) -> _Registrations:
+    def registrations(p=None) -> SubjectRegistrations:
         if not regs:
-            regs.append(_Registrations(s, preset, seed, p, cancel))
+            regs.append(SubjectRegistrations(s, preset, seed, p, cancel))
         return regs[0]
 
     plan: dict[str, tuple[bool, str, list[Path], dict, Callable]] = {
