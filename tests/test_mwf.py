@@ -92,6 +92,53 @@ def test_batched_nnls_matches_scipy():
     assert np.all(x >= 0)
 
 
+def test_passive_solves_match_dense_solves():
+    # mixed passive-set sizes (rows are grouped by size internally) with Tikhonov terms: each row's
+    # (G[P,P] + mu^2 I) z[P] = c[P] equals numpy's dense solve, zero outside P
+    rng = np.random.default_rng(5)
+    B, n = 50, 24
+    M = rng.normal(size=(B, 30, n))
+    G = np.swapaxes(M, 1, 2) @ M
+    c = rng.normal(size=(B, n))
+    P = np.zeros((B, n), dtype=bool)
+    for i in range(B):
+        P[i, rng.choice(n, 2 if i < 35 else 16, replace=False)] = True
+    mu2 = rng.uniform(0.0, 0.5, B)
+    z = mwf._solve_passive(G, np.arange(B), c, P, mu2)
+    for i in range(B):
+        p = P[i]
+        ref = np.linalg.solve(G[i][np.ix_(p, p)] + mu2[i] * np.eye(p.sum()), c[i, p])
+        np.testing.assert_allclose(z[i, p], ref, rtol=1e-10)
+        assert np.all(z[i, ~p] == 0.0)
+
+
+def test_cholesky_solve_refuses_non_positive_definite_systems():
+    # a singular (rank-1) system gives z = 0 (its entering variable is then refused), others are solved
+    rng = np.random.default_rng(6)
+    M = rng.normal(size=(3, 6, 4))
+    Gs = np.swapaxes(M, 1, 2) @ M
+    v = rng.normal(size=4)
+    Gs[1] = np.outer(v, v) - 1e-3 * np.eye(4)
+    rhs = rng.normal(size=(3, 4))
+    z = mwf._cholesky_solve(Gs, rhs)
+    assert np.all(z[1] == 0.0)
+    for i in (0, 2):
+        np.testing.assert_allclose(z[i], np.linalg.solve(Gs[i], rhs[i]), rtol=1e-10)
+
+
+def test_batched_nnls_one_shared_gram_matches_scipy():
+    # every row on one Gram matrix (one angle of the flip-angle grid): the dual uses one GEMM
+    rng = np.random.default_rng(7)
+    t2 = np.logspace(-2, math.log10(2.0), 40)
+    A = np.swapaxes(epg_decay_curve(32, 0.01, t2[None, :], 1.0, np.array([[150.0]])), 1, 2)[0]
+    x_true = np.abs(rng.normal(size=(25, 40))) * (rng.uniform(size=(25, 40)) < 0.1)
+    b = x_true @ A.T + rng.normal(0, 1e-3, (25, 32))
+    x = mwf.batched_nnls((A.T @ A)[None], b @ A, index=np.zeros(25, dtype=int))
+    ref = np.array([nnls(A, bb, maxiter=2000)[1] ** 2 for bb in b])
+    rss = np.sum((x @ A.T - b) ** 2, axis=1)
+    np.testing.assert_allclose(rss, ref, rtol=1e-8, atol=1e-18)
+
+
 def test_batched_nnls_shared_gram_and_warm_start_match_scipy():
     # many rows sharing a few Gram matrices (the flip-angle grid), cold and warm started, noise-free
     # two-pool decays (ill-conditioned passive sets): residuals equal scipy's optimum

@@ -27,7 +27,8 @@ all voxels are fitted together as batched array work:
 
 The non-negative least-squares problems of all voxels are solved together by a batched
 Lawson-Hanson active-set method (:func:`batched_nnls`) on the normal equations restricted to each
-voxel's passive set (float64). Voxels with NaN/Inf echoes or no positive signal are skipped
+voxel's passive set (float64; the passive systems are factorised by batched Cholesky in torch, rows
+grouped by passive-set size). Voxels with NaN/Inf echoes or no positive signal are skipped
 (NaN outputs) and counted in ``parameters["n_skipped"]``.
 
 References
@@ -82,63 +83,66 @@ def _solve_passive(G, gi, c, P, mu2=None):
     z = np.zeros((B, n))
     if K == 0:
         return z
-    order = np.argsort(~P, axis=1, kind="stable")[:, :K]  # passive indices first
+    small = counts <= K // 2
+    if K >= 8 and 4 * np.count_nonzero(small) > B:
+        # many rows need at most half the columns: solve them separately (Cholesky work ~ K^3 per row)
+        for part in (small, ~small):
+            z[part] = _solve_passive(G, gi[part], c[part], P[part], None if mu2 is None else mu2[part])
+        return z
+    # passive indices of each row packed to the front, in increasing order (slot ``pos`` of row ``rr``)
+    rr, cc = np.nonzero(P)
+    pos = np.arange(rr.size) - (np.cumsum(counts) - counts)[rr]
+    order = np.zeros((B, K), dtype=np.intp)
+    order[rr, pos] = cc
     valid = np.arange(K)[None, :] < counts[:, None]
     nn = G.shape[1]
     flat = (gi * (nn * nn))[:, None, None] + order[:, :, None] * nn + order[:, None, :]
     Gs = G.reshape(-1)[flat]
+    # padding slots (beyond a row's |P|) become identity rows/columns with a zero right-hand side
+    Gs *= valid[:, :, None] & valid[:, None, :]
     diag = np.arange(K)
-    if mu2 is not None:
-        Gs[:, diag, diag] += mu2[:, None]
-    vv = valid[:, :, None] & valid[:, None, :]
-    Gs = np.where(vv, Gs, np.eye(K)[None])
-    rhs = np.where(valid, np.take_along_axis(c, order, axis=1), 0.0)
+    Gs[:, diag, diag] += np.where(valid, 0.0 if mu2 is None else mu2[:, None], 1.0)
+    rhs = np.take_along_axis(c, order, axis=1) * valid
     zs = _cholesky_solve(Gs, rhs)
-    np.put_along_axis(z, order, np.where(valid, zs, 0.0), axis=1)
+    z[rr, cc] = zs[rr, pos]
     return z
 
 
 def _cholesky_solve(Gs: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """Solve SPD systems ``Gs (B, K, K) z = rhs (B, K)`` by a Cholesky factorisation vectorised over B.
+    """Solve SPD systems ``Gs (B, K, K) z = rhs (B, K)`` by batched Cholesky (torch, float64, CPU).
 
-    K is small (passive-set size), so looping over K with whole-batch array operations is much
-    faster than one LAPACK call per matrix. Pivots below ``1e-300`` are clamped (singular rows give 0).
+    A matrix that is not numerically positive definite (an entering column dependent on the passive
+    ones) gets ``z = 0``: its entering variable is then refused by :func:`batched_nnls`, as
+    Lawson-Hanson refuses a column whose Householder pivot is not positive.
     """
-    B, K = rhs.shape
-    L = np.zeros_like(Gs)
-    for j in range(K):
-        Lj = L[:, j, :j]
-        d2 = Gs[:, j, j] - np.einsum("bk,bk->b", Lj, Lj)
-        d = np.sqrt(np.maximum(d2, 1e-300))
-        L[:, j, j] = d
-        if j + 1 < K:
-            L[:, j + 1:, j] = (Gs[:, j + 1:, j] - np.einsum("bik,bk->bi", L[:, j + 1:, :j], Lj)) / d[:, None]
-    y = np.empty((B, K))
-    for j in range(K):
-        y[:, j] = (rhs[:, j] - np.einsum("bk,bk->b", L[:, j, :j], y[:, :j])) / L[:, j, j]
-    z = np.empty((B, K))
-    for j in range(K - 1, -1, -1):
-        z[:, j] = (y[:, j] - np.einsum("bk,bk->b", L[:, j + 1:, j], z[:, j + 1:])) / L[:, j, j]
+    import torch
+
+    Gt = torch.from_numpy(Gs)
+    L, info = torch.linalg.cholesky_ex(Gt)
+    z = torch.cholesky_solve(torch.from_numpy(rhs)[..., None], L)[..., 0].numpy()
+    failed = info.numpy() != 0
+    if failed.any():
+        z[failed] = 0.0
     return z
 
 
-def _gram_times(G, gi, x, shared):
-    """``G[gi] @ x`` per row without gathering Gram matrices element by element.
-
-    ``shared``: rows share a few matrices (``gi`` repeats), else ``gi`` are distinct row ids.
-    """
-    B, n = x.shape
-    if shared:  # few shared matrices (flip-angle grid): one GEMM per matrix
-        out = np.empty((B, n))
-        for k in np.unique(gi):
-            r = np.nonzero(gi == k)[0]
-            out[r] = x[r] @ G[k]  # G symmetric
-        return out
-    if B > G.shape[0] // 2:  # most rows active: multiply all rows, keep the wanted ones
-        full = np.zeros((G.shape[0], n))
+def _batched_matvec(M, gi, x):
+    """``M[gi] @ x`` per row (``M`` (K, p, n), ``x`` (B, n), ``gi`` distinct row ids) without copying
+    ``M[gi]`` when most rows are wanted."""
+    if x.shape[0] > M.shape[0] // 2:  # most rows active: multiply all rows, keep the wanted ones
+        full = np.zeros((M.shape[0], x.shape[1]))
         full[gi] = x
-        return (G @ full[..., None])[gi, :, 0]
-    return (G[gi] @ x[..., None])[..., 0]
+        return (M @ full[..., None])[gi, :, 0]
+    return (M[gi] @ x[..., None])[..., 0]
+
+
+def _gram_times(G, gi, x, single):
+    """``G[gi] @ x`` per row; ``single``: the one Gram matrix all rows share (one GEMM), else ``None``."""
+    if single is not None:
+        return x @ single  # symmetric
+    if np.unique(gi).size < gi.size:  # a few shared matrices
+        return (G[gi] @ x[..., None])[..., 0]
+    return _batched_matvec(G, gi, x)
 
 
 def batched_nnls(G, c, *, index=None, mu=None, init=None, max_iter=None, tol=1e-13):
@@ -180,7 +184,7 @@ def batched_nnls(G, c, *, index=None, mu=None, init=None, max_iter=None, tol=1e-
     if B == 0:
         return x
     gi_all = np.arange(B) if index is None else np.asarray(index)
-    shared = np.unique(gi_all).size < gi_all.size
+    single = G[gi_all[0]] if np.all(gi_all == gi_all[0]) else None
     mu2_all = None if mu is None else np.broadcast_to(np.asarray(mu, dtype=np.float64) ** 2, (B,)).copy()
     if mu2_all is not None and not np.any(mu2_all):
         mu2_all = None
@@ -203,7 +207,7 @@ def batched_nnls(G, c, *, index=None, mu=None, init=None, max_iter=None, tol=1e-
             break
         ra = active[need_add[active]]
         if ra.size:
-            w = c[ra] - _gram_times(G, gi_all[ra], x[ra], shared)
+            w = c[ra] - _gram_times(G, gi_all[ra], x[ra], single)
             if mu2_all is not None:
                 w -= mu2_all[ra, None] * x[ra]
             cand = (~P[ra]) & (~rejected[ra]) & (w > thresh[ra, None])
@@ -273,7 +277,7 @@ class _Problem:
         """NNLS at ``mu`` for ``rows``; returns (x, ||A x - b||^2) and remembers x for warm starts."""
         x = batched_nnls(self.G, self.c[rows], index=rows, mu=mu, init=self.last[rows] if warm else None)
         self.last[rows] = x
-        r = (self.A[rows] @ x[..., None])[..., 0] - self.b[rows]
+        r = _batched_matvec(self.A, rows, x) - self.b[rows]
         return x, np.einsum("bm,bm->b", r, r)
 
 
@@ -371,8 +375,8 @@ def _loss_at(Ag, dAg, Gg, idx, b, init=None):
         res = x @ Ag[k].T - b
         return np.einsum("bm,bm->b", res, res), 2.0 * np.einsum("bm,bm->b", x @ dAg[k].T, res), x
     A = Ag[idx]
-    c = (np.swapaxes(A, 1, 2) @ b[..., None])[..., 0]
-    x = batched_nnls(Gg, c, index=idx, init=init)
+    c = np.einsum("bmn,bm->bn", A, b)
+    x = batched_nnls(Gg[idx], c, init=init)  # one Gram matrix per row: no per-angle loop in the iterations
     res = (A @ x[..., None])[..., 0] - b
     u = np.einsum("bm,bm->b", res, res)
     du = 2.0 * np.einsum("bm,bm->b", (dAg[idx] @ x[..., None])[..., 0], res)
@@ -386,15 +390,20 @@ def _optimise_alpha(b, grid, Ag, dAg, mineval):
     seen = np.zeros((B, P), dtype=bool)
     u = np.full((B, P), np.nan)
     du = np.full((B, P), np.nan)
-    init = _init_points(P, mineval, P)
+    init = sorted(_init_points(P, mineval, P), reverse=True)
+    sols = np.empty((len(init), B, Ag.shape[2]))
     support = None
-    for k in sorted(init, reverse=True):  # neighbouring angles in turn: better warm starts
+    for i, k in enumerate(init):  # neighbouring angles in turn: better warm starts
         uu, dd, support = _loss_at(Ag, dAg, Gg, np.full(B, k), b, support)
         seen[:, k], u[:, k], du[:, k] = True, uu, dd
+        sols[i] = support
     x, _ = _suggest(grid, seen, u, du)
     if P > len(init):
         hi = np.clip(np.searchsorted(grid, x, side="right"), 1, P - 1)
         lo = hi - 1
+        # warm start at the evaluated angle nearest the cell, then from the cell's lower corner
+        nearest = np.argmin(np.abs(np.asarray(init)[:, None] - lo[None, :]), axis=0)
+        support = sols[nearest, np.arange(B)]
         for corner in (lo, hi):
             need = ~seen[np.arange(B), corner]
             r = np.nonzero(need)[0]
@@ -775,15 +784,27 @@ def _choose_mu(reg, prob, res0, *, chi2_factor, sigma):
 # ---------------------------------------------------------------------------------------------
 
 
-def _single_threaded_blas():
-    """BLAS limited to one thread while fitting: the batched small products are much faster that way
-    (OpenBLAS threads oversubscribe the cores); chunks run in parallel Python threads instead.
-    Uses threadpoolctl when installed, else leaves BLAS alone."""
+@contextlib.contextmanager
+def _single_threaded_kernels():
+    """BLAS and torch limited to one thread each while fitting: the many small batched products and
+    Cholesky factorisations are much faster that way (library threads oversubscribe the cores);
+    chunks run in parallel Python threads instead. BLAS is limited through threadpoolctl when it is
+    installed, else left alone."""
+    import torch
+
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
+        blas = contextlib.nullcontext()
+    else:
+        blas = threadpool_limits(limits=1, user_api="blas")
+    n_torch = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with blas:
+            yield
+    finally:
+        torch.set_num_threads(n_torch)
 
 
 def _run_chunks(fit_chunk, starts, n_workers, n_fit, progress, cancel):
@@ -853,7 +874,7 @@ def fit_t2_distribution(
     t1: float = 1.0,
     refocusing_control_angle: float = 180.0,
     mask=None,
-    chunk_size: int = 4096,
+    chunk_size: int = 1024,
     workers: int | None = None,
     progress=None,
     cancel=None,
@@ -1049,7 +1070,7 @@ def fit_t2_distribution(
     starts = list(range(0, n_fit, chunk_size))
     n_workers = max(1, min(int(workers) if workers else min(2, os.cpu_count() or 1), len(starts) or 1))
     done = 0
-    with _single_threaded_blas():
+    with _single_threaded_kernels():
         done = _run_chunks(fit_chunk, starts, n_workers, n_fit, progress, cancel)
 
     arrays = {k: v.reshape(spatial + v.shape[1:]) for k, v in out.items()}
