@@ -261,7 +261,7 @@ def test_phantom_tract_means():
     labels = np.asarray(truth["labels"].data).astype(int)
     fit_mask = (labels > 0) & (np.asarray(truth["wm"].data) > 0.5)
     # unregularised NNLS: tract means are unbiased; chi2 1.02 lowers MWF by ~2.5 points on this
-    # phantom (myelin T2 20 ms, TE 10 ms), see docs/readme/mwf.md
+    # phantom (myelin T2 20 ms, TE 10 ms), see the README, MWF section
     res = mwf.myelin_water(me.data, me.echo_times, mask=fit_mask, reg="none")
     est, tru = [], []
     for lab in np.unique(labels[fit_mask]):

@@ -1,7 +1,7 @@
 """QSM on the shared digital brain phantom (``size="small"``, 4 mm, oblique slab, 4 echoes, SNR 200).
 
 Ground truth: the phantom's ``truth["gre"]`` (``chi``, ``local_field``, ``mask``). The full-size tables
-are printed by ``benchmarks/phantom_qsm.py`` and shown in docs/readme/qsm.md.
+are printed by ``benchmarks/phantom_qsm.py`` and shown in the README, QSM section.
 """
 
 from __future__ import annotations

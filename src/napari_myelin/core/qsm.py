@@ -520,7 +520,7 @@ def pdf(
     The problem is solved on the mask's bounding box plus ``margin`` voxels (fast FFT sizes), zero
     padded by ``pad`` voxels per axis (``"auto"``: half the box): the background sources live in
     that shell; any harmonic field inside the mask is the field of sources on a surface around it,
-    so a thin shell suffices (measured on the phantom, see docs/readme/qsm.md), and the CG runs on a
+    so a thin shell suffices (measured on the phantom, see the README, QSM section), and the CG runs on a
     grid a fraction of the field of view.
     """
     mask = np.asarray(mask, bool)
@@ -857,7 +857,7 @@ def tv_admm(
     ``int (D chi - f)^2 dV ~ h^3 sum (.)^2``, so the same continuous problem at voxel size ``h`` has
     ``lam / h``. The default 1e-4 at 1 mm (half the challenge-tuned 2e-4 of Bilgic's code, for fields in
     ppm) gives 5e-5 at 2 mm; on the project phantom this is where TV beats TKD both inversion-only and
-    through the whole pipeline (docs/readme/qsm.md). ``rho`` is not rescaled.
+    through the whole pipeline (the README, QSM section). ``rho`` is not rescaled.
 
     * ``chi = F^-1{ (D F f + rho F grad^T (z - u)) / (D^2 + rho sum|E_i|^2) }``
     * ``z = soft(grad chi + u, lam / rho)``; ``u += grad chi - z``

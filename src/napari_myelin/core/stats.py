@@ -74,7 +74,7 @@ LONG_COLUMNS = (
 )
 #: Per-map statistics repeated for every map in the wide layout (``<map>_<stat>``).
 WIDE_STATS = ("mean", "sd", "median", "iqr", "min", "max", "n_used")
-#: Documentation of each column of the CSV (written into ``docs/readme/stats.md`` too).
+#: Documentation of each column of the CSV (written into `the README (ROI statistics section)` too).
 COLUMN_DOC = {
     "subject": "subject/session identifier given by the user (empty when none)",
     "label": "integer label value of the ROI or tract",
