@@ -3,10 +3,40 @@ the layout (form, progress bar and Cancel, optional panels) and choice lists tha
 
 from __future__ import annotations
 
+import numpy as np
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
+from .._layers import META_KEY, from_display, layer_to_volume
+from ..core.errors import InputError
+from ..core.volume import Volume
 from ._runner import Runner
+
+
+def layer_volume(layer) -> Volume:
+    """The stored-orientation :class:`Volume` of a layer (see :func:`napari_myelin._layers.layer_to_volume`)."""
+    return layer_to_volume(layer.data, layer.metadata, scale=layer.scale, translate=layer.translate)
+
+
+def mask_on_grid(layer, reference: Volume, what: str) -> np.ndarray:
+    """Boolean mask (stored voxel order of ``reference``) from a mask/labels layer.
+
+    A layer read from a file is turned back into its stored order; one drawn in napari on the
+    reference's display grid has no stored affine and is reordered like the reference.
+
+    Raises
+    ------
+    InputError
+        The layer is not on the grid of ``reference`` (``what`` names it in the message).
+    """
+    if META_KEY in (layer.metadata or {}):
+        mask = layer_volume(layer).data
+    else:
+        mask = from_display(np.asarray(layer.data), reference.affine)
+    if mask.shape != reference.shape[:3]:
+        raise InputError(f"{layer.name}: its grid {mask.shape} differs from the {what} {reference.shape[:3]}; "
+                         f"choose a mask on the {what} grid.")
+    return np.asarray(mask) > 0
 
 
 def volume_layers(viewer, ndim: int = 3, *, labels: bool = False) -> list[tuple[str, object]]:

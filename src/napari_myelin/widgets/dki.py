@@ -14,11 +14,11 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, PushButton
 from napari.layers import Image, Labels, Layer
 
-from .._layers import META_KEY, display_geometry, from_display, layer_to_volume, to_display, volume_to_layer
+from .._layers import display_geometry, layer_to_volume, to_display, volume_to_layer
 from ..core.dki import fit_dki
 from ..core.errors import InputError
 from ..core.volume import read_bval_bvec
-from ._base import ActionDock, volume_layers
+from ._base import ActionDock, mask_on_grid, volume_layers
 
 AUTOMATIC = "automatic (median Otsu)"
 
@@ -81,18 +81,7 @@ class DKIWidget(ActionDock):
                 raise InputError("DKI: no 4D image layer is open; open a DWI (with its .bval/.bvec) first.")
             vol = layer_to_volume(layer.data, layer.metadata, scale=layer.scale, translate=layer.translate)
             bvals, bvecs = self._table(vol)
-            mask = None
-            if self.mask.value is not None:
-                mlayer = self.mask.value
-                if META_KEY in (mlayer.metadata or {}):
-                    mvol = layer_to_volume(mlayer.data, mlayer.metadata, scale=mlayer.scale, translate=mlayer.translate)
-                else:  # drawn in napari on the DWI's display grid: undo the DWI's display reordering
-                    mvol = vol.with_data(from_display(np.asarray(mlayer.data), vol.affine))
-                if mvol.shape != vol.shape[:3]:
-                    raise InputError(
-                        f"{mlayer.name}: its grid {mvol.shape} differs from the DWI {vol.shape[:3]}; choose a mask on the DWI grid."
-                    )
-                mask = np.asarray(mvol.data) > 0
+            mask = None if self.mask.value is None else mask_on_grid(self.mask.value, vol, "DWI")
         except InputError as exc:
             self.runner.refuse(exc)
             return None

@@ -17,10 +17,10 @@ from matplotlib.figure import Figure
 from napari.layers import Image, Layer
 from qtpy.QtWidgets import QGroupBox, QVBoxLayout
 
-from .._layers import layer_to_volume, to_display, volume_to_layer
+from .._layers import to_display, volume_to_layer
 from ..core import mwf as core
 from ..core.errors import InputError
-from ._base import ActionDock, volume_layers
+from ._base import ActionDock, layer_volume, mask_on_grid, volume_layers
 
 #: Layers added after a fit: map name -> (label, colormap, contrast limits).
 DISPLAY = {
@@ -30,10 +30,6 @@ DISPLAY = {
     "alpha": ("refocusing angle (deg)", "twilight_shifted", (120.0, 180.0)),
     "snr": ("SNR", "gray", (0.0, 400.0)),
 }
-
-
-def _vol(layer):
-    return layer_to_volume(layer.data, layer.metadata, scale=layer.scale, translate=layer.translate)
 
 
 def _pair(text: str, what: str, scale: float = 1e-3):
@@ -106,7 +102,7 @@ class MWFWidget(ActionDock):
         layer = self.series.value
         if layer is None or self.te.value:
             return
-        te = _vol(layer).echo_times
+        te = layer_volume(layer).echo_times
         if te is not None and te.size:
             self.te.value = f"{te[0] * 1000:.6g}"
 
@@ -117,7 +113,7 @@ class MWFWidget(ActionDock):
         try:
             if layer is None:
                 raise InputError("MWF: no 4D image layer is open; open the multi-echo spin-echo series first.")
-            vol = _vol(layer)
+            vol = layer_volume(layer)
             n = vol.shape[3]
             try:
                 spacing = float(self.te.value) * 1e-3
@@ -130,14 +126,10 @@ class MWFWidget(ActionDock):
                                  "fix the EchoTime list.")
             mask = "auto"
             if self.mask.value is not None:
-                mvol = _vol(self.mask.value)
-                if mvol.shape != vol.shape[:3]:
-                    raise InputError(f"{self.mask.value.name}: its grid {mvol.shape} differs from the series "
-                                     f"{vol.shape[:3]}; choose a mask on the same grid.")
-                mask = np.asarray(mvol.data) > 0
+                mask = mask_on_grid(self.mask.value, vol, "multi-echo series")
             flip = None
             if self.flip.value is not None:
-                bvol = _vol(self.flip.value)
+                bvol = layer_volume(self.flip.value)
                 if bvol.shape != vol.shape[:3]:
                     raise InputError(f"{self.flip.value.name}: its grid {bvol.shape} differs from the series "
                                      f"{vol.shape[:3]}; choose a B1 map on the same grid.")

@@ -21,11 +21,11 @@ from napari.layers import Labels, Layer
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import QGroupBox, QVBoxLayout
 
-from .._layers import layer_to_volume, volume_to_layer
+from .._layers import volume_to_layer
 from ..core import qpm as core
 from ..core.resample import resample_like
 from ..core.errors import InputError
-from ._base import ActionDock, volume_layers
+from ._base import ActionDock, layer_volume, mask_on_grid, volume_layers
 
 FROM_SIDECAR = ""
 NONE = "none"
@@ -38,10 +38,6 @@ DISPLAY = {
     "qpm_myelin": ("QPM myelin", "inferno", (0.0, 0.3)),
     "mwf_qpm": ("MWF from QPM (%)", "turbo", (0.0, 30.0)),
 }
-
-
-def _vol(layer):
-    return layer_to_volume(layer.data, layer.metadata, scale=layer.scale, translate=layer.translate)
 
 
 def _parse_floats(text: str, what: str):
@@ -133,7 +129,7 @@ class QPMWidget(ActionDock):
         try:
             if layer is None:
                 raise InputError("QPM: no 4D image layer is open; open the SPGR series (one volume per flip angle) first.")
-            vol = _vol(layer)
+            vol = layer_volume(layer)
             tr_text = _parse_floats(self.tr.value, "TR")
             fa, tr = core.spgr_protocol(
                 vol.metadata, vol.shape[3], flip_angles_deg=_parse_floats(self.flip_angles.value, "flip angles"),
@@ -143,16 +139,12 @@ class QPMWidget(ActionDock):
             if self.b1.value is not None:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
-                    b1 = core.b1_on_grid(_vol(self.b1.value), vol)
+                    b1 = core.b1_on_grid(layer_volume(self.b1.value), vol)
                 for w in caught:
                     show_warning(str(w.message))
             mask = None
             if self.mask.value is not None:
-                mvol = _vol(self.mask.value)
-                if mvol.shape != vol.shape[:3]:
-                    raise InputError(f"{self.mask.value.name}: its grid {mvol.shape} differs from the SPGR {vol.shape[:3]}; "
-                                     "choose a mask on the SPGR grid.")
-                mask = np.asarray(mvol.data) > 0
+                mask = mask_on_grid(self.mask.value, vol, "SPGR")
         except InputError as exc:
             self.runner.refuse(exc)
             return None
@@ -191,8 +183,8 @@ class QPMWidget(ActionDock):
         try:
             if self.cal_mwf.value is None or self.cal_qpm.value is None:
                 raise InputError("calibration: choose an MWF layer and a QPM myelin layer (fit QPM first).")
-            qvol = _vol(self.cal_qpm.value)
-            mvol = _vol(self.cal_mwf.value)
+            qvol = layer_volume(self.cal_qpm.value)
+            mvol = layer_volume(self.cal_mwf.value)
             mwf = mvol.data
             if mvol.shape != qvol.shape or not np.allclose(mvol.affine, qvol.affine, atol=1e-3):
                 show_warning(f"{self.cal_mwf.value.name}: on another grid than the QPM map; resampled to it by world "
@@ -200,9 +192,9 @@ class QPMWidget(ActionDock):
                 mwf = resample_like(mvol, qvol, order=1, name=self.cal_mwf.value.name)
             mask = labels = None
             if self.cal_mask.value is not None:
-                mask = resample_like(_vol(self.cal_mask.value), qvol, order=0, name=self.cal_mask.value.name) > 0
+                mask = resample_like(layer_volume(self.cal_mask.value), qvol, order=0, name=self.cal_mask.value.name) > 0
             if self.cal_labels.value is not None:
-                labels = resample_like(_vol(self.cal_labels.value), qvol, order=0,
+                labels = resample_like(layer_volume(self.cal_labels.value), qvol, order=0,
                                                name=self.cal_labels.value.name).astype(int)
         except InputError as exc:
             self.runner.refuse(exc)
