@@ -235,6 +235,28 @@ def template_subject_arrays(ph, regs, maps) -> dict[str, np.ndarray]:
     return out
 
 
+def _npz_cached(cache_dir, name: str, compute) -> dict:
+    """``compute()`` (a dict of arrays), stored as ``cache_dir/name.npz`` (atomically) and read back on
+    the next call; without ``cache_dir`` it is simply computed."""
+    import io
+    from pathlib import Path
+
+    from .volume import atomic_write_bytes
+
+    if cache_dir is None:
+        return compute()
+    cache = Path(cache_dir) / f"{name}.npz"
+    if cache.exists():
+        with np.load(cache) as z:
+            return {k: z[k] for k in z.files}
+    out = compute()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **out)
+    atomic_write_bytes(cache, buf.getvalue())
+    return out
+
+
 def estimator_subject_arrays(seed: int, *, size: str = "small", snr: float = 200.0, lesions: bool = False,
                              preset: str = "fast", cache_dir=None, progress=None, cancel=None) -> dict:
     """A phantom processed like a real subject: estimators on its acquisitions, pipeline registration to MNI.
@@ -244,35 +266,25 @@ def estimator_subject_arrays(seed: int, *, size: str = "small", snr: float = 200
     (``affine``). With ``cache_dir`` the arrays are stored as ``.npz`` (and the transforms under
     ``xfm-...``) and reused: a subject is processed once.
     """
-    import io
     import tempfile
     from pathlib import Path
 
     tag = f"estimators_seed{seed}_{size}_snr{snr:g}_{'lesions' if lesions else 'clean'}_{preset}"
-    cache = None
-    if cache_dir is not None:
-        cache = Path(cache_dir) / f"{tag}.npz"
-        if cache.exists():
-            with np.load(cache) as z:
-                return {k: z[k] for k in z.files}
-    make_phantom = _phantom()
-    step(progress, cancel, 0.0, f"phantom seed {seed}")
-    ph = make_phantom(seed=seed, size=size, snr=snr, lesions=lesions)
-    maps = estimator_maps(ph, progress=subrange(progress, 0.02, 0.85), cancel=cancel)
-    with tempfile.TemporaryDirectory() as tmp:
-        xfm = Path(cache_dir) / f"xfm-{tag}" if cache_dir is not None else Path(tmp)
-        regs = register_phantom(ph, xfm, preset=preset, seed=0, progress=subrange(progress, 0.85, 0.98),
-                                cancel=cancel)
-        out = template_subject_arrays(ph, regs, maps)
-    step(progress, cancel, 1.0, f"phantom seed {seed} processed")
-    if cache is not None:
-        from .volume import atomic_write_bytes
 
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **out)
-        atomic_write_bytes(cache, buf.getvalue())
-    return out
+    def compute() -> dict:
+        make_phantom = _phantom()
+        step(progress, cancel, 0.0, f"phantom seed {seed}")
+        ph = make_phantom(seed=seed, size=size, snr=snr, lesions=lesions)
+        maps = estimator_maps(ph, progress=subrange(progress, 0.02, 0.85), cancel=cancel)
+        with tempfile.TemporaryDirectory() as tmp:
+            xfm = Path(cache_dir) / f"xfm-{tag}" if cache_dir is not None else Path(tmp)
+            regs = register_phantom(ph, xfm, preset=preset, seed=0, progress=subrange(progress, 0.85, 0.98),
+                                    cancel=cancel)
+            out = template_subject_arrays(ph, regs, maps)
+        step(progress, cancel, 1.0, f"phantom seed {seed} processed")
+        return out
+
+    return _npz_cached(cache_dir, tag, compute)
 
 
 def phantom_truth(seed: int, *, size: str = "full", lesions: bool = False, cache_dir=None, progress=None,
@@ -285,41 +297,28 @@ def phantom_truth(seed: int, *, size: str = "full", lesions: bool = False, cache
     share one world frame). With ``cache_dir`` the result is stored and reused (the phantom is deterministic
     for a seed); the noisy acquisitions are not needed in the simulated mode.
     """
-    from pathlib import Path
 
-    if cache_dir is not None:
-        cache = Path(cache_dir) / f"phantom_truth_seed{seed}_{size}_{'lesions' if lesions else 'clean'}.npz"
-        if cache.exists():
-            with np.load(cache) as z:
-                return {k: z[k] for k in z.files}
-    make_phantom = _phantom()
-    step(progress, cancel, 0.0, f"phantom seed {seed}")
-    ph = make_phantom(seed=seed, size=size, snr=200.0, lesions=lesions)
-    tr = ph.truth
-    ref = tr["mese"]["mwf"]
-    out = {
-        "mwf": np.asarray(ref.data, np.float32),
-        "fa": _on_grid(tr["dwi"]["fa"], ref),
-        "mk": _on_grid(tr["dwi"]["mk"], ref),
-        "chi": _on_grid(tr["gre"]["chi"], ref),
-        "t1": _on_grid(tr["spgr"]["t1"], ref),
-        "mask": np.asarray(tr["mese"]["mask"].data).astype(bool),
-        "wm": np.asarray(tr["mese"]["wm"].data, np.float32),
-        "labels": np.asarray(tr["mese"]["labels"].data).astype(np.int32),
-        "lesion": np.asarray(tr["mese"]["lesion"].data).astype(bool),
-        "nawm": np.asarray(tr["mese"]["nawm_demyelination"].data).astype(bool),
-        "affine": np.asarray(ref.affine, float),
-    }
-    if cache_dir is not None:
-        import io
+    def compute() -> dict:
+        make_phantom = _phantom()
+        step(progress, cancel, 0.0, f"phantom seed {seed}")
+        ph = make_phantom(seed=seed, size=size, snr=200.0, lesions=lesions)
+        tr = ph.truth
+        ref = tr["mese"]["mwf"]
+        return {
+            "mwf": np.asarray(ref.data, np.float32),
+            "fa": _on_grid(tr["dwi"]["fa"], ref),
+            "mk": _on_grid(tr["dwi"]["mk"], ref),
+            "chi": _on_grid(tr["gre"]["chi"], ref),
+            "t1": _on_grid(tr["spgr"]["t1"], ref),
+            "mask": np.asarray(tr["mese"]["mask"].data).astype(bool),
+            "wm": np.asarray(tr["mese"]["wm"].data, np.float32),
+            "labels": np.asarray(tr["mese"]["labels"].data).astype(np.int32),
+            "lesion": np.asarray(tr["mese"]["lesion"].data).astype(bool),
+            "nawm": np.asarray(tr["mese"]["nawm_demyelination"].data).astype(bool),
+            "affine": np.asarray(ref.affine, float),
+        }
 
-        from .volume import atomic_write_bytes
-
-        Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **out)
-        atomic_write_bytes(cache, buf.getvalue())
-    return out
+    return _npz_cached(cache_dir, f"phantom_truth_seed{seed}_{size}_{'lesions' if lesions else 'clean'}", compute)
 
 
 def phantom_subject(seed: int, *, size: str = "full", snr: float = 200.0, lesions: bool = False,

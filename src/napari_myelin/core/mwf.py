@@ -1069,9 +1069,8 @@ def fit_t2_distribution(
 
     starts = list(range(0, n_fit, chunk_size))
     n_workers = max(1, min(int(workers) if workers else min(2, os.cpu_count() or 1), len(starts) or 1))
-    done = 0
     with _single_threaded_kernels():
-        done = _run_chunks(fit_chunk, starts, n_workers, n_fit, progress, cancel)
+        _run_chunks(fit_chunk, starts, n_workers, n_fit, progress, cancel)
 
     arrays = {k: v.reshape(spatial + v.shape[1:]) for k, v in out.items()}
     arrays["fitted"] = sel.reshape(spatial)
