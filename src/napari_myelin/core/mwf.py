@@ -788,16 +788,11 @@ def _choose_mu(reg, prob, res0, *, chi2_factor, sigma):
 def _single_threaded_kernels():
     """BLAS and torch limited to one thread each while fitting: the many small batched products and
     Cholesky factorisations are much faster that way (library threads oversubscribe the cores);
-    chunks run in parallel Python threads instead. BLAS is limited through threadpoolctl when it is
-    installed, else left alone."""
+    chunks run in parallel Python threads instead (BLAS limited through threadpoolctl)."""
     import torch
+    from threadpoolctl import threadpool_limits
 
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        blas = contextlib.nullcontext()
-    else:
-        blas = threadpool_limits(limits=1, user_api="blas")
+    blas = threadpool_limits(limits=1, user_api="blas")
     n_torch = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
