@@ -278,19 +278,18 @@ def _step_fusion(s: _Subject, regs: SubjectRegistrations, progress, cancel) -> l
     ref_t = regs.template.fixed
     brain = np.asarray(regs.template.warped.data) > 0
     maps = fuse(template["mwf"].data, template["fa"].data, template["mk"].data, template["qpm"].data,
-                template.get("qsm").data if "qsm" in template else None, mask=brain,
+                template["qsm"].data if "qsm" in template else None, mask=brain,
                 voxel_size_mm=ref_t.zooms, units=units, progress=progress, cancel=cancel)
     out = s.save(maps, TEMPLATE_SPACE, ref_t, [s.path(*src) for src in sources.values()])
     for key, (grid, name) in sources.items():
         out.append(save_volume(template[key].data, s.path(TEMPLATE_SPACE, name), ref_t.affine,
                                sidecar={"Units": units[key], "Description": f"{name} warped to {TEMPLATE_SPACE}"}))
+    # fusion runs only with an SPGR series, so the subject reference is the SPGR grid
     native = regs.template.to_native(ref_t.with_data(maps["imwf"]), "linear")
-    vfa = regs.to_grid(native, "vfa") if regs.ref != "vfa" and "vfa" in regs.coreg else native
-    native_maps = Maps({"imwf": vfa.data}, units={"imwf": "%"},
+    native_maps = Maps({"imwf": native.data}, units={"imwf": "%"},
                        descriptions={"imwf": "integrated myelin map (CNN fusion), warped back to native space"},
                        method=maps.method, parameters=maps.parameters)
-    out += s.save(native_maps, "vfa" if s.files.present()["spgr"] else regs.ref, vfa,
-                  [p for p in out if str(p).endswith(".nii.gz")][:1])
+    out += s.save(native_maps, regs.ref, native, [s.path(TEMPLATE_SPACE, "imwf")])
     return out
 
 
