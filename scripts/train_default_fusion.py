@@ -1,23 +1,25 @@
 """Train the shipped fusion weights (src/napari_myelin/data/fusion/fusion_default.safetensors + .json).
 
 Phantom cohort processed like real subjects (``mode="estimators"`` of :mod:`napari_myelin.core.fusion_train`):
-for every phantom (``make_phantom(seed, size="small", snr, lesions)``) the project's own estimators run on the
-simulated acquisitions (``core.mwf.fit_t2_distribution`` + ``t2_parts``, ``core.dki.fit_dki``,
-``core.qpm.qpm``, ``core.qsm.fit_qsm``), and the maps are brought to the 2 mm MNI template with the subject
-pipeline's registrations (``core.pipeline._Registrations``: rigid ``coregister`` of each modality to the SPGR
-reference, ``register_to_template`` preset "fast"). The true MWF (SPGR grid) follows the reference's
-template transform. Training seeds 0-11 (SNR 100/200/400 cycling with the seed), validation seeds 100-101
-(SNR 200; split by subject), lesions and NAWM demyelination on odd seeds. Held-out seeds >= 1000 are for the
-benchmark (benchmarks/bench_fusion.py) and the tests, and never meet training. The regression baselines
-(calibrated QPM, linear fusion, quadratic QPM calibration) are fitted on the same training subjects and stored
-in the model card.
+for every phantom the project's own estimators run on the simulated acquisitions
+(``core.mwf.fit_t2_distribution`` + ``t2_parts``, ``core.dki.fit_dki``, ``core.qpm.qpm``, ``core.qsm.fit_qsm``),
+and the maps are brought to the 2 mm MNI template with the subject pipeline's registrations
+(``core.pipeline.SubjectRegistrations``: rigid ``coregister`` of each modality to the SPGR reference,
+``register_to_template`` preset "fast"). The true MWF (SPGR grid) follows the reference's template transform.
+Training mixes full-size seeds 0-3 (2 mm acquisitions, each drawn 3x as often) with small seeds 0-11
+(4-4.5 mm); SNR 100/200/400 cycles with the seed; validation on full-size seeds 100-101 (SNR 200; split by
+subject); lesions and NAWM demyelination on odd seeds. Held-out seeds >= 1000 are for the benchmark
+(benchmarks/bench_fusion.py) and the tests, and never meet training. The regression baselines (calibrated
+QPM, linear fusion, quadratic QPM calibration) are fitted on the same training subjects and stored in the
+model card. The training loop stops early (patience 10) or at ``--max-minutes``.
 
 Usage::
 
     python scripts/train_default_fusion.py [--cache DIR] [--out DIR] [--threads N] [--max-minutes M]
 
-Processed subjects are cached in ``--cache`` (default ~/.cache/napari-myelin/fusion-estimators; about 75 s per
-small phantom on 2 idle cores, most of it the NNLS MWF fit), so only the first run pays for them.
+Processed subjects are cached in ``--cache`` (default ~/.cache/napari-myelin/fusion-estimators; about 95-125 s
+per full-size and 75 s per small phantom on 2 idle cores, most of it the NNLS MWF fit), so only the first run
+pays for them.
 """
 
 from __future__ import annotations
@@ -36,10 +38,11 @@ from napari_myelin.core.fusion import (
 )
 from napari_myelin.core.fusion_train import ESTIMATORS_NOTE, build_training_set
 
-TRAIN_SEEDS = list(range(12))
-VAL_SEEDS = [100, 101]
+FULL_SEEDS = list(range(4))    # size "full" (2 mm acquisitions, the template's resolution)
+SMALL_SEEDS = list(range(12))  # size "small" (4-4.5 mm acquisitions, upsampled onto the template)
+FULL_REPEAT = 3                # each full-size subject is drawn this many times as often as a small one
+VAL_SEEDS = [100, 101]         # size "full"
 SNRS = [100.0, 200.0, 400.0]
-SIZE = "small"
 PRESET = "fast"
 #: The baselines of the comparison table: name -> (channels, quadratic).
 BASELINES = {
@@ -49,8 +52,9 @@ BASELINES = {
 }
 
 DATA_NOTE = ESTIMATORS_NOTE + (
-    " The phantoms are size 'small' (4-4.5 mm acquisitions) upsampled onto the 2 mm template grid, so the maps "
-    "are smoother than those of a 2 mm acquisition; the cohort is small (12 training anatomies, one SNR each)."
+    f" Training mixes {len(FULL_SEEDS)} size 'full' phantoms (2 mm acquisitions, sampled {FULL_REPEAT}x as often) "
+    f"with {len(SMALL_SEEDS)} size 'small' ones (4-4.5 mm, upsampled onto the 2 mm template); validation on "
+    f"{len(VAL_SEEDS)} full-size phantoms; one SNR per anatomy."
 )
 
 
@@ -62,25 +66,30 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--patch", type=int, default=32)
-    ap.add_argument("--max-minutes", type=float, default=12.0, help="wall-clock budget of the training loop")
+    ap.add_argument("--max-minutes", type=float, default=7.0, help="wall-clock budget of the training loop")
     ap.add_argument("--checkpoint", default=None, help="resumable checkpoint folder (resumed when present)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    train = build_training_set(TRAIN_SEEDS, size=SIZE, snrs=SNRS, mode="estimators", preset=PRESET,
+    full = build_training_set(FULL_SEEDS, size="full", snrs=SNRS, mode="estimators", preset=PRESET,
+                              cache_dir=args.cache)
+    small = build_training_set(SMALL_SEEDS, size="small", snrs=SNRS, mode="estimators", preset=PRESET,
                                cache_dir=args.cache)
-    val = build_training_set(VAL_SEEDS, size=SIZE, snrs=[200.0], mode="estimators", preset=PRESET,
+    train = full * FULL_REPEAT + small
+    val = build_training_set(VAL_SEEDS, size="full", snrs=[200.0], mode="estimators", preset=PRESET,
                              cache_dir=args.cache)
     t_data = time.perf_counter() - t0
-    data = {"source": "phantom (napari_myelin.core.phantom, size 'small'), processed by the project's estimators "
+    data = {"source": f"phantom (napari_myelin.core.phantom): size 'full' seeds {FULL_SEEDS} sampled {FULL_REPEAT}x "
+                      f"as often as each size 'small' seed {SMALL_SEEDS}, processed by the project's estimators "
                       "and registered to the 2 mm MNI template like a subject",
-            "mode": "estimators", "note": DATA_NOTE, "size": SIZE, "registration_preset": PRESET,
-            "grid": "MNI ICBM152 2009a, 2 mm, 99 x 117 x 95",
-            "train_seeds": TRAIN_SEEDS, "train_snrs": [SNRS[i % len(SNRS)] for i in range(len(TRAIN_SEEDS))],
+            "mode": "estimators", "note": DATA_NOTE, "size": "full (2 mm) + small (4-4.5 mm)",
+            "registration_preset": PRESET, "grid": "MNI ICBM152 2009a, 2 mm, 99 x 117 x 95",
+            "train_seeds_full": FULL_SEEDS, "train_seeds_small": SMALL_SEEDS, "full_sampling_weight": FULL_REPEAT,
+            "train_snrs": "SNR [100, 200, 400][seed % 3]", "validation_size": "full",
             "validation_seeds": VAL_SEEDS, "validation_snr": 200.0,
             "held_out_seeds_for_benchmark": ">= 1000", "lesions": "odd seeds (lesions + NAWM demyelination)",
-            "data_preparation": "about 75 s per subject on 2 idle cores (estimators ~55 s, registration ~25 s); "
-                                "cached",
+            "data_preparation": "about 95-125 s per full-size and 75 s per small subject on 2 idle cores "
+                                "(MWF NNLS fit, DKI, QPM, QSM, registration); cached",
             "data_loading_seconds": round(t_data, 1)}
     model, hist = train_fusion(train, val, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=4,
                                patch=args.patch, lr=3e-3, patience=10, seed=0, max_seconds=60 * args.max_minutes,
