@@ -141,7 +141,7 @@ class MWFWidget(ActionDock):
                 flip_angle=flip, mask=mask,
             )
         except InputError as exc:
-            self.runner._on_error(exc)
+            self.runner.refuse(exc)
             return None
         self._volume = vol
         self._name = layer.name
