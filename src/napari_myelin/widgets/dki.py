@@ -14,11 +14,11 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, PushButton
 from napari.layers import Image, Labels, Layer
 
-from .._layers import display_geometry, layer_to_volume, to_display, volume_to_layer
+from .._layers import display_geometry, to_display, volume_to_layer
 from ..core.dki import fit_dki
 from ..core.errors import InputError
 from ..core.volume import read_bval_bvec
-from ._base import ActionDock, mask_on_grid, volume_layers
+from ._base import ActionDock, layer_volume, mask_on_grid, volume_layers
 
 AUTOMATIC = "automatic (median Otsu)"
 
@@ -79,7 +79,7 @@ class DKIWidget(ActionDock):
         try:
             if layer is None:
                 raise InputError("DKI: no 4D image layer is open; open a DWI (with its .bval/.bvec) first.")
-            vol = layer_to_volume(layer.data, layer.metadata, scale=layer.scale, translate=layer.translate)
+            vol = layer_volume(layer)
             bvals, bvecs = self._table(vol)
             mask = None if self.mask.value is None else mask_on_grid(self.mask.value, vol, "DWI")
         except InputError as exc:

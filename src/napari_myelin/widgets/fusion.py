@@ -15,9 +15,10 @@ from magicgui.widgets import ComboBox, Container, FileEdit, PushButton, SpinBox
 from napari.layers import Image, Labels, Layer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from .._layers import layer_to_volume, volume_to_layer
+from .._layers import volume_to_layer
 from ..core.errors import InputError
 from ..core.fusion import CHANNELS, OPTIONAL_CHANNELS, check_grids, fuse
+from ._base import layer_volume
 from ._runner import Runner
 
 NONE = "none"
@@ -94,14 +95,14 @@ class FusionWidget(QWidget):
                 raise InputError(f"fusion: no layer chosen for {', '.join(missing)}; open the maps and pick them.")
             if len({id(v) for v in layers.values()}) != len(layers):
                 raise InputError("fusion: the same layer is chosen for two inputs; pick one map per input.")
-            vols = {c: layer_to_volume(l.data, l.metadata, scale=l.scale, translate=l.translate)
+            vols = {c: layer_volume(l)
                     for c, l in layers.items()}
             check_grids({layers[c].name: v for c, v in vols.items()})
             units = {c: (l.metadata or {}).get("units") for c, l in layers.items()}
             mask = None
             if self.mask.value is not None:
                 ml = self.mask.value
-                mvol = layer_to_volume(ml.data, ml.metadata, scale=ml.scale, translate=ml.translate)
+                mvol = layer_volume(ml)
                 if mvol.shape != vols["mwf"].shape:
                     raise InputError(f"{ml.name}: its grid {mvol.shape} differs from the maps' {vols['mwf'].shape}; "
                                      "choose a mask on the same grid.")

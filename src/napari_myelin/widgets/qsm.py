@@ -13,9 +13,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._layers import layer_to_volume, volume_to_layer
+from .._layers import volume_to_layer
 from ..core.errors import InputError
 from ..core.qsm import BFR_METHODS, INVERSION_METHODS, UNWRAP_METHODS, check_inputs, fit_qsm, phase_to_radians
+from ._base import layer_volume
 from ._runner import Runner
 
 _NONE = "(compute from magnitude)"
@@ -97,7 +98,7 @@ class QSMWidget(QWidget):
 
     def _volume(self, name):
         layer = self.viewer.layers[name]
-        return layer_to_volume(layer.data, layer.metadata, scale=layer.scale, translate=layer.translate)
+        return layer_volume(layer)
 
     # -------------------------------------------------------------- run
     def run(self):

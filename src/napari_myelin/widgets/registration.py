@@ -16,10 +16,10 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, PushButton, Select, SpinBox
 from napari.layers import Image, Labels, Layer
 
-from .._layers import META_KEY, from_display, layer_to_volume, volume_to_layer
+from .._layers import META_KEY, from_display, volume_to_layer
 from ..core.errors import InputError
 from ..core.registration import PRESETS, available_atlases, check_image, reference_image, register_subject
-from ._base import ActionDock
+from ._base import ActionDock, layer_volume
 
 USER_ATLAS = "user labels file + LUT"
 
@@ -70,7 +70,7 @@ class RegistrationWidget(ActionDock):
     # ------------------------------------------------------------------ run
     def _volume(self, layer, reference=None):
         if META_KEY in (layer.metadata or {}) or reference is None:
-            return layer_to_volume(layer.data, layer.metadata, scale=layer.scale, translate=layer.translate)
+            return layer_volume(layer)
         # drawn in napari on the subject's display grid: undo the subject's display reordering
         return reference.with_data(from_display(np.asarray(layer.data), reference.affine))
 

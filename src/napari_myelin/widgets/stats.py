@@ -32,9 +32,10 @@ from qtpy.QtWidgets import (
     QAbstractItemView, QApplication, QFileDialog, QHBoxLayout, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from .._layers import META_KEY, layer_to_volume
+from .._layers import META_KEY
 from ..core.errors import InputError
 from ..core.stats import is_water_fraction, polygons_to_labels, roi_statistics, roi_values, write_csv
+from ._base import layer_volume
 from ._runner import Runner
 
 #: Columns shown in the table (from the long layout).
@@ -60,10 +61,6 @@ def _layer_method(layer) -> str:
     meta = layer.metadata or {}
     side = (meta.get(META_KEY) or {}).get("sidecar") or {}
     return str(meta.get("method") or side.get("Method") or "")
-
-
-def _volume(layer):
-    return layer_to_volume(layer.data, layer.metadata, scale=layer.scale, translate=layer.translate)
 
 
 def _lut_of(layer) -> pd.DataFrame | None:
@@ -232,8 +229,8 @@ class RoiStatsWidget(QWidget):
                 if key in names:
                     raise InputError(f"ROI statistics: two maps are named '{layer.name}'; rename one layer.")
                 names[key] = layer
-            maps = {k: _volume(layer) for k, layer in names.items()}
-            labels_vol = _volume(lab_layer)
+            maps = {k: layer_volume(layer) for k, layer in names.items()}
+            labels_vol = layer_volume(lab_layer)
             wm_layer = self.wm.value
             weighting = self.weighting.value if wm_layer is not None else "none"
             if self.weighting.value != "none" and wm_layer is None:
@@ -246,7 +243,7 @@ class RoiStatsWidget(QWidget):
         return self.runner.start(
             roi_statistics, self._show,
             labels=labels_vol, maps=maps, lut=_lut_of(lab_layer),
-            weights=_volume(wm_layer) if wm_layer is not None else None, weighting=weighting,
+            weights=layer_volume(wm_layer) if wm_layer is not None else None, weighting=weighting,
             threshold=float(self.threshold.value), subject=self.subject.value,
             units=units,
             sources={k: _layer_source(v) for k, v in names.items()},
