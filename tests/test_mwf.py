@@ -1,4 +1,4 @@
-"""Multi-echo T2 / MWF: DECAES.jl parity, batched NNLS vs scipy, closed forms, phantom, CLI and bad input."""
+"""Multi-echo T2 / MWF: DECAES.jl parity, closed forms, phantom, CLI and bad input."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from scipy.optimize import nnls
 
 from napari_myelin.cli import main
 from napari_myelin.core import mwf
@@ -60,106 +59,6 @@ def test_decaes_parity_holds_inside_a_batch():
     res = mwf.fit_t2_distribution(batch, te, n_t2=30, t2_range=(0.01, 2.0), reg="chi2", chi2_factor=1.02)
     np.testing.assert_allclose(res["distribution"][1], _csv("decaes_ref_chi2_dist"), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(res["mu"][1], _csv("decaes_ref_chi2_mu")[0], rtol=1e-5)
-
-
-# ----------------------------------------------------------------------------------------------
-# Batched NNLS against scipy (reference implementation)
-# ----------------------------------------------------------------------------------------------
-
-
-def test_batched_nnls_matches_scipy():
-    rng = np.random.default_rng(0)
-    t2 = np.logspace(-2, math.log10(2.0), 40)
-    B = 60
-    A = np.swapaxes(epg_decay_curve(48, 0.01, t2[None, :], 1.0, rng.uniform(120, 180, B)[:, None]), 1, 2)
-    x_true = np.zeros((B, 40))
-    x_true[:, 8] = rng.uniform(0.05, 0.3, B)
-    x_true[:, 20] = 1.0
-    b = np.einsum("bmn,bn->bm", A, x_true) + rng.normal(0, 5e-3, (B, 48))
-    mu = rng.uniform(0.0, 0.05, B)
-    mu[:10] = 0.0
-    G = np.swapaxes(A, 1, 2) @ A
-    c = np.einsum("bmn,bm->bn", A, b)
-    x = mwf.batched_nnls(G, c, mu=mu)
-    for i in range(B):
-        Aa = np.vstack([A[i], mu[i] * np.eye(40)])
-        ba = np.concatenate([b[i], np.zeros(40)])
-        ref, _ = nnls(Aa, ba, maxiter=2000)
-        cost = lambda v: np.sum((A[i] @ v - b[i]) ** 2) + mu[i] ** 2 * np.sum(v**2)  # noqa: E731
-        assert cost(x[i]) <= cost(ref) * (1 + 1e-9) + 1e-15
-        if mu[i] > 0:  # strictly convex: unique minimiser
-            np.testing.assert_allclose(x[i], ref, atol=1e-6)
-    assert np.all(x >= 0)
-
-
-def test_passive_solves_match_dense_solves():
-    # mixed passive-set sizes (rows are grouped by size internally) with Tikhonov terms: each row's
-    # (G[P,P] + mu^2 I) z[P] = c[P] equals numpy's dense solve, zero outside P
-    rng = np.random.default_rng(5)
-    B, n = 50, 24
-    M = rng.normal(size=(B, 30, n))
-    G = np.swapaxes(M, 1, 2) @ M
-    c = rng.normal(size=(B, n))
-    P = np.zeros((B, n), dtype=bool)
-    for i in range(B):
-        P[i, rng.choice(n, 2 if i < 35 else 16, replace=False)] = True
-    mu2 = rng.uniform(0.0, 0.5, B)
-    z = mwf._solve_passive(G, np.arange(B), c, P, mu2)
-    for i in range(B):
-        p = P[i]
-        ref = np.linalg.solve(G[i][np.ix_(p, p)] + mu2[i] * np.eye(p.sum()), c[i, p])
-        np.testing.assert_allclose(z[i, p], ref, rtol=1e-10)
-        assert np.all(z[i, ~p] == 0.0)
-
-
-def test_cholesky_solve_refuses_non_positive_definite_systems():
-    # a singular (rank-1) system gives z = 0 (its entering variable is then refused), others are solved
-    rng = np.random.default_rng(6)
-    M = rng.normal(size=(3, 6, 4))
-    Gs = np.swapaxes(M, 1, 2) @ M
-    v = rng.normal(size=4)
-    Gs[1] = np.outer(v, v) - 1e-3 * np.eye(4)
-    rhs = rng.normal(size=(3, 4))
-    z = mwf._cholesky_solve(Gs, rhs)
-    assert np.all(z[1] == 0.0)
-    for i in (0, 2):
-        np.testing.assert_allclose(z[i], np.linalg.solve(Gs[i], rhs[i]), rtol=1e-10)
-
-
-def test_batched_nnls_one_shared_gram_matches_scipy():
-    # every row on one Gram matrix (one angle of the flip-angle grid): the dual uses one GEMM
-    rng = np.random.default_rng(7)
-    t2 = np.logspace(-2, math.log10(2.0), 40)
-    A = np.swapaxes(epg_decay_curve(32, 0.01, t2[None, :], 1.0, np.array([[150.0]])), 1, 2)[0]
-    x_true = np.abs(rng.normal(size=(25, 40))) * (rng.uniform(size=(25, 40)) < 0.1)
-    b = x_true @ A.T + rng.normal(0, 1e-3, (25, 32))
-    x = mwf.batched_nnls((A.T @ A)[None], b @ A, index=np.zeros(25, dtype=int))
-    ref = np.array([nnls(A, bb, maxiter=2000)[1] ** 2 for bb in b])
-    rss = np.sum((x @ A.T - b) ** 2, axis=1)
-    np.testing.assert_allclose(rss, ref, rtol=1e-8, atol=1e-18)
-
-
-def test_batched_nnls_shared_gram_and_warm_start_match_scipy():
-    # many rows sharing a few Gram matrices (the flip-angle grid), cold and warm started, noise-free
-    # two-pool decays (ill-conditioned passive sets): residuals equal scipy's optimum
-    rng = np.random.default_rng(3)
-    t2 = np.logspace(-2, math.log10(2.0), 40)
-    angles = np.array([120.0, 150.0, 175.0])
-    A = np.swapaxes(epg_decay_curve(32, 0.01, t2[None, :], 1.0, angles[:, None]), 1, 2)  # (3, 32, 40)
-    G = np.swapaxes(A, 1, 2) @ A
-    B = 90
-    idx = rng.integers(0, 3, B)
-    f = rng.uniform(0.05, 0.3, B)
-    alpha = rng.uniform(140, 170, B)
-    b = (f[:, None] * epg_decay_curve(32, 0.01, 0.02, 1.0, alpha[:, None])[:, 0]
-         + (1 - f[:, None]) * epg_decay_curve(32, 0.01, 0.08, 1.0, alpha[:, None])[:, 0])
-    c = np.einsum("bmn,bm->bn", A[idx], b)
-    ref = np.array([nnls(A[k], bb, maxiter=2000)[1] ** 2 for k, bb in zip(idx, b)])
-    cold = mwf.batched_nnls(G, c, index=idx)
-    warm = mwf.batched_nnls(G, c, index=idx, init=np.roll(cold, 1, axis=0))
-    for x in (cold, warm):
-        rss = np.sum((np.einsum("bmn,bn->bm", A[idx], x) - b) ** 2, axis=1)
-        np.testing.assert_allclose(rss, ref, rtol=1e-8, atol=1e-18)
 
 
 def test_basis_table_interpolation_is_exact_to_rounding():

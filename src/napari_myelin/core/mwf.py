@@ -25,10 +25,10 @@ all voxels are fitted together as batched array work:
 
 4. outputs are rescaled by ``decay_scale``.
 
-The non-negative least-squares problems of all voxels are solved together by a batched
-Lawson-Hanson active-set method (:func:`batched_nnls`) on the normal equations restricted to each
-voxel's passive set (float64; the passive systems are factorised by batched Cholesky in torch, rows
-grouped by passive-set size). Voxels with NaN/Inf echoes or no positive signal are skipped
+The non-negative least-squares problems of a chunk of voxels are solved together by one call of the
+compiled batched Lawson-Hanson solver :func:`napari_myelin.core.nnls.batched_nnls` (float64, normal
+equations, warm-started from the previous solve of the same voxel); the scalar searches around it
+(angle surrogate, bracketing, Brent) advance all voxels of a chunk in lock step as array operations. Voxels with NaN/Inf echoes or no positive signal are skipped
 (NaN outputs) and counted in ``parameters["n_skipped"]``.
 
 References
@@ -43,16 +43,18 @@ Lawson C.L., Hanson R.J., Solving Least Squares Problems, SIAM (1995), ch. 23.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
+from numba import njit
 
 from .epg import _signed_curve_and_derivative, epg_decay_curve, epg_decay_curve_and_derivative
 from .errors import InputError
 from .maps import Maps
+from .nnls import batched_nnls, residual_norms
 from .progress import step
 
 __all__ = [
@@ -70,199 +72,6 @@ REGULARIZATIONS = ("none", "chi2", "mdp", "gcv", "lcurve")
 _EPS = np.finfo(np.float64).eps
 
 
-# ---------------------------------------------------------------------------------------------
-# Batched non-negative least squares
-# ---------------------------------------------------------------------------------------------
-
-
-def _solve_passive(G, gi, c, P, mu2=None):
-    """Solve ``(G[gi][P,P] + mu2 I) z[P] = c[P]`` per row (z = 0 outside P), gathering only ``max |P|`` columns."""
-    B, n = P.shape
-    counts = P.sum(axis=1)
-    K = int(counts.max()) if B else 0
-    z = np.zeros((B, n))
-    if K == 0:
-        return z
-    small = counts <= K // 2
-    if K >= 8 and 4 * np.count_nonzero(small) > B:
-        # many rows need at most half the columns: solve them separately (Cholesky work ~ K^3 per row)
-        for part in (small, ~small):
-            z[part] = _solve_passive(G, gi[part], c[part], P[part], None if mu2 is None else mu2[part])
-        return z
-    # passive indices of each row packed to the front, in increasing order (slot ``pos`` of row ``rr``)
-    rr, cc = np.nonzero(P)
-    pos = np.arange(rr.size) - (np.cumsum(counts) - counts)[rr]
-    order = np.zeros((B, K), dtype=np.intp)
-    order[rr, pos] = cc
-    valid = np.arange(K)[None, :] < counts[:, None]
-    nn = G.shape[1]
-    flat = (gi * (nn * nn))[:, None, None] + order[:, :, None] * nn + order[:, None, :]
-    Gs = G.reshape(-1)[flat]
-    # padding slots (beyond a row's |P|) become identity rows/columns with a zero right-hand side
-    Gs *= valid[:, :, None] & valid[:, None, :]
-    diag = np.arange(K)
-    Gs[:, diag, diag] += np.where(valid, 0.0 if mu2 is None else mu2[:, None], 1.0)
-    rhs = np.take_along_axis(c, order, axis=1) * valid
-    zs = _cholesky_solve(Gs, rhs)
-    z[rr, cc] = zs[rr, pos]
-    return z
-
-
-def _cholesky_solve(Gs: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """Solve SPD systems ``Gs (B, K, K) z = rhs (B, K)`` by batched Cholesky (torch, float64, CPU).
-
-    A matrix that is not numerically positive definite (an entering column dependent on the passive
-    ones) gets ``z = 0``: its entering variable is then refused by :func:`batched_nnls`, as
-    Lawson-Hanson refuses a column whose Householder pivot is not positive.
-    """
-    import torch
-
-    Gt = torch.from_numpy(Gs)
-    L, info = torch.linalg.cholesky_ex(Gt)
-    z = torch.cholesky_solve(torch.from_numpy(rhs)[..., None], L)[..., 0].numpy()
-    failed = info.numpy() != 0
-    if failed.any():
-        z[failed] = 0.0
-    return z
-
-
-def _batched_matvec(M, gi, x):
-    """``M[gi] @ x`` per row (``M`` (K, p, n), ``x`` (B, n), ``gi`` distinct row ids) without copying
-    ``M[gi]`` when most rows are wanted."""
-    if x.shape[0] > M.shape[0] // 2:  # most rows active: multiply all rows, keep the wanted ones
-        full = np.zeros((M.shape[0], x.shape[1]))
-        full[gi] = x
-        return (M @ full[..., None])[gi, :, 0]
-    return (M[gi] @ x[..., None])[..., 0]
-
-
-def _gram_times(G, gi, x, single):
-    """``G[gi] @ x`` per row; ``single``: the one Gram matrix all rows share (one GEMM), else ``None``."""
-    if single is not None:
-        return x @ single  # symmetric
-    if np.unique(gi).size < gi.size:  # a few shared matrices
-        return (G[gi] @ x[..., None])[..., 0]
-    return _batched_matvec(G, gi, x)
-
-
-def batched_nnls(G, c, *, index=None, mu=None, init=None, max_iter=None, tol=1e-13):
-    """Non-negative least squares for a batch of problems by the Lawson-Hanson active-set method.
-
-    Solves ``min_{x >= 0} ||A x - b||^2 + mu^2 ||x||^2`` given the normal equations
-    ``G = A^T A`` and ``c = A^T b``, all rows at once: every iteration adds, in each unfinished
-    row, the variable of largest positive dual ``w = c - (G + mu^2 I) x`` to the passive set,
-    solves all passive systems together (only ``max |P|`` columns are gathered) and steps back to
-    feasibility where a passive variable would turn negative. The result is the unique minimiser
-    whatever the start, so a warm start (``init``, e.g. the solution at a nearby ``mu``) only saves
-    iterations.
-
-    Parameters
-    ----------
-    G : ndarray, shape (K, n, n)
-        Gram matrices ``A^T A``; row ``i`` uses ``G[index[i]]``.
-    c : ndarray, shape (B, n)
-        ``A^T b`` per row.
-    index : ndarray of int, shape (B,), optional
-        Which Gram matrix each row uses (default ``arange(B)``; ``zeros`` for one shared matrix).
-    mu : ndarray, shape (B,), optional
-        Tikhonov parameters (default 0).
-    init : ndarray, shape (B, n), optional
-        A feasible starting point (``>= 0``; warm start, e.g. the solution at a nearby ``mu``).
-    max_iter : int, optional
-        Iteration cap per row (default ``3 n``, as Lawson-Hanson).
-    tol : float
-        Relative dual tolerance: a variable enters when ``w_j > tol * max(|c|)``.
-
-    Returns
-    -------
-    x : ndarray, shape (B, n)
-    """
-    G = np.asarray(G, dtype=np.float64)
-    c = np.asarray(c, dtype=np.float64)
-    B, n = c.shape
-    x = np.zeros((B, n))
-    if B == 0:
-        return x
-    gi_all = np.arange(B) if index is None else np.asarray(index)
-    single = G[gi_all[0]] if np.all(gi_all == gi_all[0]) else None
-    mu2_all = None if mu is None else np.broadcast_to(np.asarray(mu, dtype=np.float64) ** 2, (B,)).copy()
-    if mu2_all is not None and not np.any(mu2_all):
-        mu2_all = None
-    max_iter = 3 * n if max_iter is None else max_iter
-    thresh = tol * np.maximum(np.abs(c).max(axis=1), 1e-300)
-    P = np.zeros((B, n), dtype=bool)
-    need_add = np.ones(B, dtype=bool)
-    rows = np.arange(B)
-    if init is not None:
-        # warm start from a feasible point (e.g. the solution at a nearby mu or angle): its support is
-        # the passive set and the first iteration goes straight to the solve / feasibility step
-        x = np.maximum(np.asarray(init, dtype=np.float64), 0.0).copy()
-        P = x > 0
-        need_add = ~P.any(axis=1)
-    active = rows
-    entered = np.full(B, -1)  # variable that entered in this iteration (-1: none)
-    rejected = np.zeros((B, n), dtype=bool)  # candidates refused since x last changed
-    for _ in range(6 * max_iter):
-        if active.size == 0:
-            break
-        ra = active[need_add[active]]
-        if ra.size:
-            w = c[ra] - _gram_times(G, gi_all[ra], x[ra], single)
-            if mu2_all is not None:
-                w -= mu2_all[ra, None] * x[ra]
-            cand = (~P[ra]) & (~rejected[ra]) & (w > thresh[ra, None])
-            has = cand.any(axis=1)
-            wc = np.where(cand, w, -np.inf)
-            j = np.argmax(wc, axis=1)
-            P[ra[has], j[has]] = True
-            entered[ra] = np.where(has, j, -1)
-            done = ra[~has]
-            if done.size:
-                keep = np.ones(B, dtype=bool)
-                keep[done] = False
-                active = active[keep[active]]
-            if active.size == 0:
-                break
-        Pa, xa = P[active], x[active]
-        z = _solve_passive(G, gi_all[active], c[active], Pa, None if mu2_all is None else mu2_all[active])
-        # a variable entering with a non-positive value cannot lower the objective (rounding in an
-        # ill-conditioned passive system): refuse it and try the next candidate (as Lawson-Hanson /
-        # DECAES do when the Householder pivot of the entering column is not positive)
-        ent = entered[active]
-        has_ent = ent >= 0
-        refuse = np.zeros(active.size, dtype=bool)
-        refuse[has_ent] = z[np.nonzero(has_ent)[0], ent[has_ent]] <= 0.0
-        if refuse.any():
-            rr = active[refuse]
-            P[rr, ent[refuse]] = False
-            rejected[rr, ent[refuse]] = True
-            Pa[refuse, ent[refuse]] = False
-        entered[active] = -1
-        go = ~refuse
-        bad = Pa & (z <= 0.0)
-        ok = ~bad.any(axis=1) & go
-        xa = np.where(ok[:, None], z, xa)
-        nb = ~ok & go
-        if nb.any():
-            xb, zb, Pb = xa[nb], z[nb], Pa[nb]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                t = np.where(Pb & (zb <= 0.0), xb / (xb - zb), np.inf)
-            jmin = np.argmin(t, axis=1)
-            alpha = t[np.arange(t.shape[0]), jmin][:, None]
-            alpha = np.where(np.isfinite(alpha), alpha, 0.0)
-            xb = xb + alpha * (zb - xb)
-            drop = Pb & ((xb <= 0.0) | (np.arange(n)[None] == jmin[:, None]))
-            xb = np.where(drop, 0.0, xb)
-            xa[nb] = xb
-            Pa[nb] = Pb & ~drop
-        x[active] = xa
-        P[active] = Pa
-        moved = active[go]
-        rejected[moved] = False
-        need_add[active] = ok | refuse
-    return x
-
-
 class _Problem:
     """Normalised decays ``b`` (B, m) with their bases ``A`` (B, m, n): Gram matrices computed once."""
 
@@ -277,8 +86,7 @@ class _Problem:
         """NNLS at ``mu`` for ``rows``; returns (x, ||A x - b||^2) and remembers x for warm starts."""
         x = batched_nnls(self.G, self.c[rows], index=rows, mu=mu, init=self.last[rows] if warm else None)
         self.last[rows] = x
-        r = _batched_matvec(self.A, rows, x) - self.b[rows]
-        return x, np.einsum("bm,bm->b", r, r)
+        return x, residual_norms(self.A, x, self.b[rows], index=rows)
 
 
 def _resid2(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -367,20 +175,19 @@ def _loss_at(Ag, dAg, Gg, idx, b, init=None):
 
     ``init`` (B, n) warm-starts the active sets (the result does not depend on it).
     """
-    ks = np.unique(idx)
-    if ks.size == 1:  # one angle shared by all rows: plain matrix products
-        k = int(ks[0])
-        c = b @ Ag[k]
-        x = batched_nnls(Gg, c, index=idx, init=init)
-        res = x @ Ag[k].T - b
-        return np.einsum("bm,bm->b", res, res), 2.0 * np.einsum("bm,bm->b", x @ dAg[k].T, res), x
-    A = Ag[idx]
-    c = np.einsum("bmn,bm->bn", A, b)
-    x = batched_nnls(Gg[idx], c, init=init)  # one Gram matrix per row: no per-angle loop in the iterations
-    res = (A @ x[..., None])[..., 0] - b
-    u = np.einsum("bm,bm->b", res, res)
-    du = 2.0 * np.einsum("bm,bm->b", (dAg[idx] @ x[..., None])[..., 0], res)
-    return u, du, x
+    ks, inv = np.unique(idx, return_inverse=True)
+    c = np.empty((b.shape[0], Ag.shape[2]))
+    for j, k in enumerate(ks):  # one product per distinct angle (a few)
+        rows = inv == j
+        c[rows] = b[rows] @ Ag[k]
+    x = batched_nnls(Gg, c, index=idx, init=init)
+    res = np.empty_like(b)
+    dres = np.empty_like(b)
+    for j, k in enumerate(ks):
+        rows = inv == j
+        res[rows] = x[rows] @ Ag[k].T - b[rows]
+        dres[rows] = x[rows] @ dAg[k].T
+    return np.einsum("bm,bm->b", res, res), 2.0 * np.einsum("bm,bm->b", dres, res), x
 
 
 def _optimise_alpha(b, grid, Ag, dAg, mineval):
@@ -452,17 +259,31 @@ class _BasisTable:
         self.dA = np.ascontiguousarray(np.swapaxes(d, 1, 2))
 
     def __call__(self, alpha: np.ndarray) -> np.ndarray:
+        """Bases ``|A(alpha)|`` (B, n_te, n_t2) at the angles ``alpha`` (B,) in degrees (clipped to the table)."""
         g = self.angles
-        alpha = np.clip(alpha, g[0], g[-1])
+        alpha = np.clip(np.asarray(alpha, dtype=np.float64), g[0], g[-1])
         k = np.clip(np.searchsorted(g, alpha, side="right") - 1, 0, g.size - 2)
-        h = g[k + 1] - g[k]
-        t = ((alpha - g[k]) / h)[:, None, None]
+        out = np.empty((alpha.size,) + self.A.shape[1:])
+        _hermite_rows(self.A, self.dA, g, k, alpha, out)
+        return out
+
+
+@njit(nogil=True, cache=True)
+def _hermite_rows(A, dA, g, k, alpha, out):
+    """``out[r] = |H(alpha_r)|``: cubic Hermite interpolation of the table ``A``, ``dA = dA/d alpha`` between
+    ``g[k_r]`` and ``g[k_r + 1]``."""
+    for r in range(alpha.size):
+        i = k[r]
+        h = g[i + 1] - g[i]
+        t = (alpha[r] - g[i]) / h
         h00 = (1 + 2 * t) * (1 - t) ** 2
-        h10 = t * (1 - t) ** 2
+        h10 = t * (1 - t) ** 2 * h
         h01 = t * t * (3 - 2 * t)
-        h11 = t * t * (t - 1)
-        hh = h[:, None, None]
-        return np.abs(h00 * self.A[k] + h10 * hh * self.dA[k] + h01 * self.A[k + 1] + h11 * hh * self.dA[k + 1])
+        h11 = t * t * (t - 1) * h
+        A0, A1, D0, D1, o = A[i], A[i + 1], dA[i], dA[i + 1], out[r]
+        for m in range(o.shape[0]):
+            for n in range(o.shape[1]):
+                o[m, n] = abs(h00 * A0[m, n] + h10 * D0[m, n] + h01 * A1[m, n] + h11 * D1[m, n])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -784,22 +605,12 @@ def _choose_mu(reg, prob, res0, *, chi2_factor, sigma):
 # ---------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _single_threaded_kernels():
-    """BLAS and torch limited to one thread each while fitting: the many small batched products and
-    Cholesky factorisations are much faster that way (library threads oversubscribe the cores);
-    chunks run in parallel Python threads instead (BLAS limited through threadpoolctl)."""
-    import torch
+def _single_threaded_blas():
+    """BLAS limited to one thread while fitting: the many small products are faster that way (library
+    threads would oversubscribe the cores); chunks run in parallel Python threads instead."""
     from threadpoolctl import threadpool_limits
 
-    blas = threadpool_limits(limits=1, user_api="blas")
-    n_torch = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with blas:
-            yield
-    finally:
-        torch.set_num_threads(n_torch)
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _run_chunks(fit_chunk, starts, n_workers, n_fit, progress, cancel):
@@ -1064,7 +875,7 @@ def fit_t2_distribution(
 
     starts = list(range(0, n_fit, chunk_size))
     n_workers = max(1, min(int(workers) if workers else min(2, os.cpu_count() or 1), len(starts) or 1))
-    with _single_threaded_kernels():
+    with _single_threaded_blas():
         _run_chunks(fit_chunk, starts, n_workers, n_fit, progress, cancel)
 
     arrays = {k: v.reshape(spatial + v.shape[1:]) for k, v in out.items()}
