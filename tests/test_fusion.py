@@ -120,6 +120,12 @@ def test_model_card_mismatch_is_refused(tiny, tmp_path):
     path.with_suffix(".json").write_text(json.dumps(card))
     with pytest.raises(InputError, match="do not match its model card"):
         load_model(path)
+    # a card of the earlier format (additive residual output) is refused with a pointer to retraining
+    card["architecture"]["width"] = 8
+    card["format"] = 1
+    path.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(InputError, match="format 1.*retrain"):
+        load_model(path)
     # weights trained without QSM refuse a QSM map; units that do not match the card's statistics are refused
     s = val[0]
     no_qsm, _ = train_fusion([_subject(1)], [_subject(2)], channels=("mwf", "fa", "mk", "qpm"), seed=0,
@@ -181,6 +187,32 @@ def test_missing_optional_channel_uses_the_presence_flag(tiny):
     err = np.sqrt(np.mean((out["imwf"][s.wm] - 100 * s.target[s.wm]) ** 2))
     err_in = np.sqrt(np.mean((100 * s.inputs["mwf"][s.wm] - 100 * s.target[s.wm]) ** 2))
     assert err < err_in  # QSM plays no part in the known function: without it the network still denoises
+
+
+def test_skip_mwf_averages_noise_inside_the_mask_only():
+    from napari_myelin.core.fusion import _region_mean_sq_error, skip_mwf
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((24, 24, 24), bool)
+    mask[4:20, 4:20, 4:20] = True
+    flat = np.where(mask, 0.1, 0.0).astype(np.float32)
+    # a constant map stays constant up to the mask edge (normalised convolution), zero outside
+    np.testing.assert_allclose(skip_mwf(flat, mask, 1.0)[mask], 0.1, rtol=1e-5)
+    assert np.all(skip_mwf(flat, mask, 1.0)[~mask] == 0)
+    noisy = flat + 0.02 * rng.standard_normal(flat.shape).astype(np.float32)
+    np.testing.assert_array_equal(skip_mwf(noisy, mask, 0.0), np.where(mask, noisy, 0))
+    # white noise: a 3D Gaussian of SD 1 voxel divides the SD by about (2 sqrt(pi))^(3/2) = 6.7 in the interior
+    inner = np.zeros_like(mask)
+    inner[8:16, 8:16, 8:16] = True
+    sd = float(np.std(skip_mwf(noisy, mask, 1.0)[inner]))
+    assert 0.02 / 9 < sd < 0.02 / 4.5
+    # region-mean loss: mean error of each region per patch, squared, averaged; small regions skipped
+    err = torch.zeros(2, 1, 4, 4, 4)
+    regions = torch.zeros(2, 1, 4, 4, 4, dtype=torch.int8)
+    err[0, 0, :2], regions[0, 0, :2] = 3.0, 1      # lesion: 32 voxels, mean error 3
+    err[1, 0, :1], regions[1, 0, :1] = -1.0, 2     # NAWM: 16 voxels, mean error -1
+    regions[1, 0, 3, 0, :2] = 1                    # a 2-voxel lesion: skipped
+    assert float(_region_mean_sq_error(err, regions)) == pytest.approx((9.0 + 1.0) / 2)
 
 
 def test_regression_baselines_recover_a_linear_law():

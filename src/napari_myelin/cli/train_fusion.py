@@ -53,6 +53,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--patch", type=int, default=32, help="patch edge (voxels)")
     net.add_argument("--lr", type=float, default=2e-3)
     net.add_argument("--patience", type=int, default=6, help="early stopping: epochs without validation gain")
+    net.add_argument("--lesion-weight", type=float, default=1.0,
+                     help="loss weight factor of lesion and NAWM-demyelination voxels (default 1: plain WM weight)")
+    net.add_argument("--lesion-patches", type=float, default=0.0, metavar="FRACTION",
+                     help="share of the patches of subjects with lesions centred on a lesion (default 0)")
+    net.add_argument("--skip-sigma", type=float, default=0.0, metavar="VOXELS",
+                     help="Gaussian SD of the MWF that the network's gain and offset apply to (default 0)")
+    net.add_argument("--region-weight", type=float, default=0.0,
+                     help="weight of the squared error of lesion / NAWM-demyelination region means (default 0)")
     net.add_argument("--seed", type=int, default=0)
     net.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch that exceeds this time budget")
     net.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.* of an interrupted run")
@@ -93,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         model, hist = train_fusion(
             train, val, channels=channels, width=args.width, epochs=args.epochs, steps_per_epoch=args.steps,
             batch_size=args.batch, patch=args.patch, lr=args.lr, patience=args.patience, seed=args.seed,
+            lesion_weight=args.lesion_weight, lesion_patch_fraction=args.lesion_patches,
+            region_weight=args.region_weight, skip_sigma=args.skip_sigma,
             max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
             voxel_size_mm=vs, checkpoint_dir=Path(out) / "checkpoint", resume=args.resume, training_data=data,
             progress=subrange(progress, 0.2, 1.0),

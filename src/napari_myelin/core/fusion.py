@@ -9,10 +9,13 @@ normalised with the statistics stored in the model card,
 inside the brain mask (``0`` outside). The network also receives the brain mask and, for every optional
 channel (QSM), a *presence flag* channel (1 where the map was given, 0 where it was not). Training drops
 the optional channel at random (its normalised values set to 0 **and** its flag to 0), so a missing QSM is
-an explicit, trained-for condition rather than a silent zero. The output is a residual on the input
-MWF,
+an explicit, trained-for condition rather than a silent zero. The network predicts a per-voxel gain
+:math:`g_\\theta` and offset :math:`b_\\theta` applied to the input MWF averaged over a small Gaussian
+neighbourhood (:func:`skip_mwf`, SD ``skip_sigma_voxels`` in the card): a multiplicative bias correction
+in which the MWF passes straight to the output, so local contrast such as a lesion is rescaled rather than
+re-synthesised from down-sampled features, while the voxel noise of the NNLS fit is averaged first,
 
-.. math:: \\mathrm{iMWF}(\\%) = 100\\,\\mathrm{MWF}_{in} + f_\\theta(\\tilde x),
+.. math:: \\mathrm{iMWF}(\\%) = (1 + g_\\theta(\\tilde x))\\,100\\,\\overline{\\mathrm{MWF}}_{in} + b_\\theta(\\tilde x),
 
 and the per-voxel uncertainty is the standard deviation of ``n_samples`` Monte-Carlo dropout passes
 (Gal & Ghahramani 2016) through a dropout layer placed before the 1x1 output convolution (the body runs
@@ -59,7 +62,8 @@ CHANNEL_UNITS = {"mwf": "fraction", "fa": "fraction", "mk": "dimensionless", "qp
 _PLAUSIBLE = {"fa": (0.0, 1.05), "mk": (-0.5, 4.0), "qpm": (-0.2, 1.2), "qsm": (-1.0, 1.0)}
 
 MODEL_NAME = "napari-myelin FusionNet"
-CARD_FORMAT = 1
+#: Card format 2: gain-offset output on the input MWF (format 1, an additive residual, is refused).
+CARD_FORMAT = 2
 
 
 def _torch():
@@ -107,7 +111,7 @@ def _build_net_class():
             return self.body(x)
 
     class FusionNet(nn.Module):
-        """Two-level 3D U-Net with MC dropout before the output layer and a residual on the input MWF.
+        """Two-level 3D U-Net with MC dropout before the output layer and a gain-offset output on the input MWF.
 
         Parameters
         ----------
@@ -132,7 +136,7 @@ def _build_net_class():
             self.up1 = nn.ConvTranspose3d(2 * w, w, 2, stride=2)
             self.dec1 = _Block(2 * w, w)
             self.drop = nn.Dropout(dropout)
-            self.head = nn.Conv3d(w, 1, 1)
+            self.head = nn.Conv3d(w, 2, 1)  # gain g and offset b (MWF %)
 
         def encode(self, x):
             e1 = self.enc1(x)
@@ -145,8 +149,13 @@ def _build_net_class():
             d2 = self.dec2(torch.cat([self.up2(b), e2], dim=1))
             return self.dec1(torch.cat([self.up1(d2), e1], dim=1))
 
+        def output(self, feats, mwf_percent):
+            """``(1 + g) MWF% + b`` with ``(g, b)`` the 1x1 head of ``feats`` (shape ``(N, w, X, Y, Z)``)."""
+            gb = self.head(feats)
+            return (1.0 + gb[:, :1]) * mwf_percent + gb[:, 1:]
+
         def forward(self, x, mwf_percent):
-            return mwf_percent + self.head(self.drop(self.features(x)))
+            return self.output(self.drop(self.features(x)), mwf_percent)
 
     return FusionNet
 
@@ -190,9 +199,34 @@ class FusionModel:
     def in_channels(self) -> int:
         return len(self.channels) + 1 + len(self.optional)
 
+    @property
+    def skip_sigma(self) -> float:
+        """Gaussian SD (voxels) of the MWF that the gain and offset apply to (0: the MWF as given)."""
+        return float(self.card["architecture"].get("skip_sigma_voxels", 0.0))
+
+
+def skip_mwf(mwf_fraction: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """The MWF the network's gain and offset apply to: a Gaussian average inside the brain mask,
+
+    .. math:: \\bar m = \\frac{G_\\sigma * (m\\,M)}{G_\\sigma * M}\\ \\text{in } M,\\ 0 \\text{ outside},
+
+    with :math:`M` the mask and :math:`\\sigma` in voxels (``sigma=0`` returns the MWF masked). Averaging
+    first keeps the voxel noise of the NNLS MWF out of the multiplicative path while blobs of a few voxels
+    (lesions) keep most of their contrast.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    mask = np.asarray(mask, bool)
+    m = np.where(mask, mwf_fraction, 0.0).astype(np.float32)
+    if sigma <= 0:
+        return m
+    num = gaussian_filter(m, sigma, mode="constant")
+    den = gaussian_filter(mask.astype(np.float32), sigma, mode="constant")
+    return np.where(mask, num / np.maximum(den, 1e-6), 0.0).astype(np.float32)
+
 
 def new_model(
-    channels: Sequence[str] = CHANNELS, *, width: int = 8, dropout: float = 0.1,
+    channels: Sequence[str] = CHANNELS, *, width: int = 8, dropout: float = 0.1, skip_sigma: float = 0.0,
     normalisation: Mapping[str, Mapping[str, float]] | None = None, voxel_size_mm: float | Sequence[float] = 2.0,
     seed: int = 0,
 ) -> FusionModel:
@@ -214,7 +248,9 @@ def new_model(
         "format": CARD_FORMAT,
         "model": MODEL_NAME,
         "architecture": {"width": width, "dropout": dropout, "levels": 2, "parameters": n_parameters(net),
-                         "in_channels": len(channels) + 1 + len(optional), "residual_on": "mwf"},
+                         "in_channels": len(channels) + 1 + len(optional),
+                         "output": "(1 + gain) * MWF_skip (%) + offset, gain and offset from the network",
+                         "skip_sigma_voxels": float(skip_sigma)},
         "inputs": {
             "channels": list(channels),
             "optional": list(optional),
@@ -277,11 +313,16 @@ def load_model(weights: str | os.PathLike | None = None, device: str | None = No
         raise InputError(f"{card_file}: the model card is not valid JSON ({exc}); restore it.") from None
     if card.get("model") != MODEL_NAME or "inputs" not in card or "normalisation" not in card:
         raise InputError(f"{card_file}: not a napari-myelin fusion model card; use weights written by train-fusion.")
+    if card.get("format") != CARD_FORMAT:
+        raise InputError(
+            f"{card_file}: model card format {card.get('format')}, this napari-myelin reads format {CARD_FORMAT} "
+            "(gain-offset output on the input MWF); retrain the weights with train-fusion."
+        )
     arch = card.get("architecture", {})
     channels = list(card["inputs"].get("channels", []))
     try:
         model = new_model(channels, width=int(arch.get("width", 8)), dropout=float(arch.get("dropout", 0.1)),
-                          normalisation=card["normalisation"])
+                          skip_sigma=float(arch.get("skip_sigma_voxels", 0.0)), normalisation=card["normalisation"])
     except InputError as exc:
         raise InputError(f"{card_file}: {exc}") from None
     model.card = card
@@ -495,14 +536,15 @@ def predict(
     net = model.net.to(dev)
     net.eval()
     xt, shape = _pad4(torch.from_numpy(np.ascontiguousarray(x))[None].to(dev))
-    mt, _ = _pad4(torch.from_numpy(np.ascontiguousarray(mwf_fraction))[None, None].to(dev) * 100.0)
+    skip = skip_mwf(mwf_fraction, x[len(model.channels)] > 0, model.skip_sigma)
+    mt, _ = _pad4(torch.from_numpy(skip)[None, None].to(dev) * 100.0)
     gen_state = torch.get_rng_state()
     torch.manual_seed(seed)
     try:
         with torch.no_grad():
             feats = net.features(xt)
             if n_samples <= 1:
-                out = (mt + net.head(feats))[0, 0]
+                out = net.output(feats, mt)[0, 0]
                 mean, sd = out, torch.zeros_like(out)
             else:
                 net.drop.train()
@@ -510,7 +552,7 @@ def predict(
                 s2 = torch.zeros_like(mt[0, 0])
                 for i in range(n_samples):
                     step(progress, cancel, 0.1 + 0.9 * i / n_samples, f"MC-dropout sample {i + 1}/{n_samples}")
-                    o = (mt + net.head(net.drop(feats)))[0, 0]
+                    o = net.output(net.drop(feats), mt)[0, 0]
                     s1 += o
                     s2 += o * o
                 mean = s1 / n_samples
@@ -750,6 +792,10 @@ def train_fusion(
     patch: int = 32,
     lr: float = 2e-3,
     channel_dropout: float = 0.5,
+    lesion_weight: float = 1.0,
+    lesion_patch_fraction: float = 0.0,
+    region_weight: float = 0.0,
+    skip_sigma: float = 0.0,
     patience: int = 8,
     lr_patience: int = 3,
     seed: int = 0,
@@ -765,7 +811,19 @@ def train_fusion(
 
     Random ``patch``^3 crops (centred on brain voxels, random left-right flips) of the training subjects
     are fed in batches; the optional channels are dropped (values 0 and presence flag 0) with probability
-    ``channel_dropout``. Loss: mean squared error in percent over brain voxels, white matter weighted x2.
+    ``channel_dropout``. Loss: weighted mean squared error in percent over brain voxels,
+
+    .. math:: L = \\sum_v w_v (\\hat y_v - y_v)^2 / \\sum_v w_v ,\\qquad
+              w_v = \\begin{cases} 2\\,\\lambda & \\text{lesion or NAWM demyelination} \\\\
+                                   2 & \\text{other white matter} \\\\ 1 & \\text{other brain} \\end{cases}
+
+    with :math:`\\lambda` = ``lesion_weight``, :math:`\\hat y` the network output (gain and offset applied to
+    the MWF averaged with :func:`skip_mwf`, SD ``skip_sigma`` voxels), plus ``region_weight`` times the mean, over patches and over the
+    lesion and NAWM-demyelination regions :math:`r` present in a patch (>= 5 voxels), of the squared error
+    of the region mean, :math:`(\\frac{1}{|r|}\\sum_{v \\in r} (\\hat y_v - y_v))^2` (it asks for the
+    regional contrast without asking the noisy single voxels to follow it). A fraction
+    ``lesion_patch_fraction`` of the patches of subjects with lesions is centred on a lesion or
+    NAWM-demyelination voxel (the rest on brain voxels).
     After each epoch the validation RMSE in white matter decides early stopping (``patience`` epochs) and
     halves the learning rate after every ``lr_patience`` epochs without improvement (Adam);
     the best weights are returned. Every epoch writes a resumable checkpoint when ``checkpoint_dir`` is
@@ -790,8 +848,8 @@ def train_fusion(
         raise InputError(f"validation subjects {sorted(overlap)} are also training subjects; split by subject.")
     channels = tuple(c for c in channels if all(c in s.inputs for s in train))
     norm = normalisation_stats(train, channels)
-    model = new_model(channels, width=width, dropout=dropout, normalisation=norm, voxel_size_mm=voxel_size_mm,
-                      seed=seed)
+    model = new_model(channels, width=width, dropout=dropout, skip_sigma=skip_sigma, normalisation=norm,
+                      voxel_size_mm=voxel_size_mm, seed=seed)
     net = model.net
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     hist = {"train_loss": [], "val_rmse": [], "best_epoch": -1, "seconds": 0.0}
@@ -804,8 +862,13 @@ def train_fusion(
     prepared = []
     for s in train:
         x, mwf_frac, mask = _subject_tensors(model, s)
+        mwf_frac = skip_mwf(mwf_frac, mask, model.skip_sigma)
         weight = np.where(s.wm, 2.0, 1.0) * mask
-        prepared.append((x, mwf_frac * 100.0, 100.0 * s.target.astype(np.float32), weight.astype(np.float32), s))
+        regions = _pathology_regions(s)
+        weight[regions > 0] *= lesion_weight
+        focus = regions > 0 if regions.any() else None
+        prepared.append((x, mwf_frac * 100.0, 100.0 * s.target.astype(np.float32), weight.astype(np.float32), s,
+                         focus, regions))
     opt_idx = [i for i, c in enumerate(channels) if c in model.optional]
     flag0 = len(channels) + 1
     t0 = time.perf_counter() - hist.get("seconds", 0.0)
@@ -825,13 +888,14 @@ def train_fusion(
         for it in range(steps_per_epoch):
             step(progress, cancel, (epoch * steps_per_epoch + it) / total,
                  f"epoch {epoch + 1}/{epochs}, best val RMSE {best_val:.2f} %")
-            xb, mb, tb, wb = [], [], [], []
+            xb, mb, tb, wb, rb = [], [], [], [], []
             for _ in range(batch_size):
-                x, m, t, w, s = prepared[rng.integers(len(prepared))]
-                sl = _random_patch(s.mask, patch, rng)
-                xp, mp, tp, wp = x[(slice(None),) + sl], m[sl], t[sl], w[sl]
+                x, m, t, w, s, focus, regions = prepared[rng.integers(len(prepared))]
+                on_lesion = focus is not None and rng.random() < lesion_patch_fraction
+                sl = _random_patch(focus if on_lesion else s.mask, patch, rng)
+                xp, mp, tp, wp, rp = x[(slice(None),) + sl], m[sl], t[sl], w[sl], regions[sl]
                 if rng.random() < 0.5:
-                    xp, mp, tp, wp = xp[:, ::-1], mp[::-1], tp[::-1], wp[::-1]
+                    xp, mp, tp, wp, rp = xp[:, ::-1], mp[::-1], tp[::-1], wp[::-1], rp[::-1]
                 xp = xp.copy()
                 for j, ci in enumerate(opt_idx):
                     if rng.random() < channel_dropout:
@@ -841,9 +905,12 @@ def train_fusion(
                 mb.append(mp.copy()[None])
                 tb.append(tp.copy()[None])
                 wb.append(wp.copy()[None])
-            xb, mb, tb, wb = (torch.from_numpy(np.stack(a)) for a in (xb, mb, tb, wb))
+                rb.append(rp.copy()[None])
+            xb, mb, tb, wb, rb = (torch.from_numpy(np.stack(a)) for a in (xb, mb, tb, wb, rb))
             out = net(xb, mb)
             loss = (wb * (out - tb) ** 2).sum() / wb.sum().clamp(min=1.0)
+            if region_weight > 0:
+                loss = loss + region_weight * _region_mean_sq_error(out - tb, rb)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -876,7 +943,11 @@ def train_fusion(
     model.card["training"] = {
         "seed": seed, "epochs_run": len(hist["val_rmse"]), "best_epoch": hist["best_epoch"],
         "steps_per_epoch": steps_per_epoch, "batch_size": batch_size, "patch": patch, "lr": lr,
-        "channel_dropout": channel_dropout, "patience": patience, "lr_patience": lr_patience, "loss": "MSE (%) in brain, WM weight 2",
+        "channel_dropout": channel_dropout, "patience": patience, "lr_patience": lr_patience,
+        "loss": f"weighted MSE (%) in brain: WM weight 2, lesion and NAWM demyelination 2 x {lesion_weight:g}; "
+                f"+ {region_weight:g} x squared error of lesion / NAWM-demyelination region means per patch",
+        "lesion_weight": lesion_weight, "lesion_patch_fraction": lesion_patch_fraction,
+        "region_weight": region_weight,
         "stopped": hist.get("stopped", "epoch limit"), "max_seconds": max_seconds,
         "train_subjects": sorted(names_t), "validation_subjects": sorted(s.name for s in val),
         "seconds": round(hist["seconds"], 1), "cpu_seconds": round(hist["cpu_seconds"], 1),
@@ -889,7 +960,34 @@ def train_fusion(
     return model, hist
 
 
+def _pathology_regions(s: FusionSubject) -> np.ndarray:
+    """Region labels of ``s`` inside its brain mask: 1 lesion, 2 NAWM demyelination, 0 elsewhere (int8)."""
+    regions = np.zeros(s.mask.shape, np.int8)
+    for label, m in ((2, s.nawm), (1, s.lesion)):
+        if m is not None:
+            regions[m & s.mask] = label
+    return regions
+
+
+def _region_mean_sq_error(err, regions, min_voxels: int = 5):
+    """Mean over (patch, region) of the squared error of the region mean, :math:`(\\overline{e}_{r})^2`.
+
+    ``err`` and ``regions`` have shape ``(N, 1, X, Y, Z)``; regions (labels > 0) with fewer than
+    ``min_voxels`` voxels in a patch are skipped. Returns a 0-d tensor (0 when no region is present).
+    """
+    terms = []
+    for label in (1, 2):
+        sel = (regions == label).to(err.dtype)
+        n = sel.sum(dim=(1, 2, 3, 4))
+        keep = n >= min_voxels
+        if keep.any():
+            mean = (err * sel).sum(dim=(1, 2, 3, 4))[keep] / n[keep]
+            terms.append(mean ** 2)
+    return _torch().cat(terms).mean() if terms else err.new_zeros(())
+
+
 def _random_patch(mask: np.ndarray, patch: int, rng: np.random.Generator) -> tuple[slice, ...]:
+    """A ``patch``^3 crop (clipped to the volume, multiple of 4) centred on a random voxel of ``mask``."""
     idx = np.flatnonzero(mask)
     centre = np.unravel_index(idx[rng.integers(idx.size)], mask.shape)
     sl = []
