@@ -817,11 +817,12 @@ def train_fusion(
               w_v = \\begin{cases} 2\\,\\lambda & \\text{lesion or NAWM demyelination} \\\\
                                    2 & \\text{other white matter} \\\\ 1 & \\text{other brain} \\end{cases}
 
-    with :math:`\\lambda` = ``lesion_weight``, :math:`\\hat y` the network output (gain and offset applied to
-    the MWF averaged with :func:`skip_mwf`, SD ``skip_sigma`` voxels), plus ``region_weight`` times the mean, over patches and over the
-    lesion and NAWM-demyelination regions :math:`r` present in a patch (>= 5 voxels), of the squared error
-    of the region mean, :math:`(\\frac{1}{|r|}\\sum_{v \\in r} (\\hat y_v - y_v))^2` (it asks for the
-    regional contrast without asking the noisy single voxels to follow it). A fraction
+    with :math:`\\lambda` = ``lesion_weight`` and :math:`\\hat y` the network output (gain and offset applied
+    to the MWF averaged with :func:`skip_mwf`, SD ``skip_sigma`` voxels). To this is added ``region_weight``
+    times the mean, over patches and over the lesion and NAWM-demyelination regions :math:`r` present in a
+    patch (>= 5 voxels), of the squared error of the region mean,
+    :math:`(\\frac{1}{|r|}\\sum_{v \\in r} (\\hat y_v - y_v))^2` (it asks for the regional contrast
+    without asking the noisy single voxels to follow it). A fraction
     ``lesion_patch_fraction`` of the patches of subjects with lesions is centred on a lesion or
     NAWM-demyelination voxel (the rest on brain voxels).
     After each epoch the validation RMSE in white matter decides early stopping (``patience`` epochs) and
