@@ -348,9 +348,13 @@ def test_cli_train_fusion_on_small_phantoms(tmp_path):
     common = ["--out", str(out), "--size", "small", "--snrs", "200", "--epochs", "2", "--steps", "2", "--batch", "2",
               "--patch", "16"]
     assert main(["train-fusion", "--train-seeds", "3", "--val-seeds", "3", "--mode", "simulated"] + common) == 2  # not split by subject
-    assert main(["train-fusion", "--train-seeds", "3", "--val-seeds", "4", "--mode", "simulated"] + common) == 0
+    lesion_opts = ["--skip-sigma", "1", "--region-weight", "0.5", "--lesion-patches", "0.5"]
+    assert main(["train-fusion", "--train-seeds", "3", "--val-seeds", "4", "--mode", "simulated"] + common
+                + lesion_opts) == 0
     model = load_model(out / "fusion.safetensors")
     card = model.card
+    assert model.skip_sigma == 1.0 and card["architecture"]["skip_sigma_voxels"] == 1.0
+    assert card["training"]["region_weight"] == 0.5 and card["training"]["lesion_patch_fraction"] == 0.5
     assert card["training"]["data"]["mode"] == "simulated" and "NOT produced" in card["training"]["data"]["note"]
     assert len(card["training"]["history"]["val_rmse"]) == 2
     assert (out / "checkpoint" / "checkpoint.safetensors").exists()
