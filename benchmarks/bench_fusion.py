@@ -18,7 +18,7 @@ Regression coefficients come from the model card (fitted on the training subject
 inference time on the 2 mm MNI template volume (the subjects' grid) is measured against the quadratic
 method (the peer, numpy) in the same run.
 
-Usage: ``python benchmarks/bench_fusion.py [--seeds 1000,1001,1003] [--snr 200] [--size small] [--cache DIR]
+Usage: ``python benchmarks/bench_fusion.py [--seeds 1000,1001,1002,1003,1005,1007,1009] [--snr 200] [--size small] [--cache DIR]
 [--threads 2] [--weights W.safetensors]`` (processed subjects are cached: ~75 s each the first time).
 """
 
@@ -55,7 +55,7 @@ def predictions(model, s) -> dict[str, np.ndarray]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", default="1000,1001,1003")
+    ap.add_argument("--seeds", default="1000,1001,1002,1003,1005,1007,1009")
     ap.add_argument("--snr", type=float, default=200.0)
     ap.add_argument("--size", default="small", choices=["small", "full"])
     ap.add_argument("--preset", default="fast")

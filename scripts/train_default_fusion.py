@@ -43,7 +43,7 @@ from napari_myelin.core.fusion import (
 )
 from napari_myelin.core.fusion_train import ESTIMATORS_NOTE, build_training_set
 
-FULL_SEEDS = [0, 1, 2, 3, 5, 7, 9]  # size "full" (2 mm acquisitions, the template's resolution)
+FULL_SEEDS = [0, 1, 2, 3, 5, 7, 9, 4, 6, 8, 11]  # size "full" (2 mm acquisitions, the template's resolution)
 SMALL_SEEDS = list(range(12))  # size "small" (4-4.5 mm acquisitions, upsampled onto the template)
 FULL_REPEAT = 3                # each full-size subject is drawn this many times as often as a small one
 VAL_SEEDS = [100, 101]         # size "full"
@@ -103,9 +103,9 @@ def main() -> None:
             "train_snrs_small": {str(s.meta["seed"]): s.meta["snr"] for s in small}, "validation_size": "full",
             "validation_seeds": VAL_SEEDS, "validation_snr": 200.0,
             "held_out_seeds_for_benchmark": ">= 1000", "lesions": "odd seeds (lesions + NAWM demyelination)",
-            "data_preparation": "about 95-125 s per full-size subject (73-96 s for seeds 5, 7, 9 with one thread "
-                                "per library on the shared cores) and 75 s per small subject (MWF NNLS fit, DKI, "
-                                "QPM, QSM, registration); cached",
+            "data_preparation": "about 95-125 s per full-size subject with the numpy MWF fit (seeds 0-3), 73-96 s "
+                                "for seeds 5, 7, 9 and about 60-80 s for seeds 4, 6, 8, 11 with the compiled MWF "
+                                "fit, and 75 s per small subject (MWF NNLS fit, DKI, QPM, QSM, registration); cached",
             "data_loading_seconds": round(t_data, 1)}
     model, hist = train_fusion(train, val, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=4,
                                patch=args.patch, lr=3e-3, patience=PATIENCE, lr_patience=LR_PATIENCE, seed=0,
