@@ -28,8 +28,9 @@ all voxels are fitted together as batched array work:
 The non-negative least-squares problems of a chunk of voxels are solved together by one call of the
 compiled batched Lawson-Hanson solver :func:`napari_myelin.core.nnls.batched_nnls` (float64, normal
 equations, warm-started from the previous solve of the same voxel); the scalar searches around it
-(angle surrogate, bracketing, Brent) advance all voxels of a chunk in lock step as array operations. Voxels with NaN/Inf echoes or no positive signal are skipped
-(NaN outputs) and counted in ``parameters["n_skipped"]``.
+(angle surrogate, bracketing, Brent) advance all voxels of a chunk in lock step as array operations.
+Voxels with NaN/Inf echoes or no positive signal are skipped (NaN outputs) and counted in
+``parameters["n_skipped"]``.
 
 References
 ----------
@@ -87,11 +88,6 @@ class _Problem:
         x = batched_nnls(self.G, self.c[rows], index=rows, mu=mu, init=self.last[rows] if warm else None)
         self.last[rows] = x
         return x, residual_norms(self.A, x, self.b[rows], index=rows)
-
-
-def _resid2(A: np.ndarray, x: np.ndarray, b: np.ndarray) -> np.ndarray:
-    r = np.einsum("bmn,bn->bm", A, x) - b
-    return np.einsum("bm,bm->b", r, r)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -849,18 +845,16 @@ def fit_t2_distribution(
                 gens = [_lcurve_gen() for _ in range(B)]
             mu = _drive(gens, prob)
             x = prob.solve(allr, mu)[0]
-        res = _resid2(A, x, b)
-        chi2f = res / np.maximum(res0, _EPS)
-        if reg == "none":
-            chi2f = np.ones(B)
         dist = x * scale[:, None]
         fit = np.einsum("bmn,bn->bm", A, dist)
         resid = fit - y
+        r2 = np.einsum("bm,bm->b", resid, resid)
+        # residual of the normalised decay b = y / scale relative to the unregularised fit's
+        chi2f = np.ones(B) if reg == "none" else (r2 / scale**2) / np.maximum(res0, _EPS)
         ssum = dist.sum(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             log_ggm = dist @ log_t2 / ssum
             gva = np.expm1(np.einsum("bn,bn->b", (log_t2[None] - log_ggm[:, None]) ** 2, dist) / ssum)
-            r2 = np.einsum("bm,bm->b", resid, resid)
             out["fnr"][ids] = ssum / np.sqrt(r2 / (n_te - 1))
             out["snr"][ids] = scale / np.std(resid, axis=1, ddof=1)
         out["distribution"][ids] = dist
