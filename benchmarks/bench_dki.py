@@ -59,7 +59,7 @@ def synthetic_dwi(shape=(91, 109, 91), n_unique=400, snr=50.0, seed=0):
 
 
 def phantom_dwi(size="full", snr=50.0):
-    from napari_myelin.core.phantom import make_phantom
+    from napari_myelin.sims.phantom import make_phantom
 
     ph = make_phantom(seed=0, size=size, snr=snr)
     vol = ph.acq["dwi"]
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     parser.add_argument("--snr", type=float, default=50.0)
     args = parser.parse_args(argv)
 
-    from napari_myelin.core.dki import fit_dki
+    from napari_myelin.reconst.dki import fit_dki
 
     source = "synthetic multi-shell volume 91x109x91 (dipy multi_tensor_dki voxels, Rician SNR %g)" % args.snr
     if not args.synthetic:

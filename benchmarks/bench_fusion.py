@@ -1,7 +1,7 @@
 """Fusion CNN on held-out phantom subjects: accuracy table against the baselines, and inference time.
 
 For every held-out seed (never used in training or validation; lesions + NAWM demyelination on odd seeds)
-the inputs are made exactly as for training (``napari_myelin.core.fusion_train``, ``mode="estimators"``):
+the inputs are made exactly as for training (``napari_myelin.workflows.training_set``, ``mode="estimators"``):
 the project's estimators (``core.mwf``, ``core.dki``, ``core.qpm``, ``core.qsm``) run on the phantom's
 simulated acquisitions and the maps are brought to the 2 mm MNI template by the subject pipeline's
 registrations (rigid co-registration to the SPGR reference, ``register_to_template`` preset "fast"); the true
@@ -31,13 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_myelin.core.fusion import (
+from napari_myelin.fusion.model import (
     apply_regression,
     fuse,
     load_model,
     subject_metrics,
 )
-from napari_myelin.core.fusion_train import build_training_set
+from napari_myelin.workflows.training_set import build_training_set
 
 METHODS = ["mwf_alone", "calibrated_qpm", "linear_fusion", "quadratic_qpm", "cnn"]
 

@@ -21,8 +21,8 @@ import tracemalloc
 import numpy as np
 from scipy.optimize import nnls
 
-from napari_myelin.core import mwf
-from napari_myelin.core.epg import epg_decay_curve, epg_decay_curve_and_derivative
+from napari_myelin.reconst import mwf
+from napari_myelin.reconst.epg import epg_decay_curve, epg_decay_curve_and_derivative
 
 N_TE, TE, N_T2, T2_RANGE, CHI2 = 48, 0.01, 40, (0.01, 2.0), 1.02
 

@@ -2,10 +2,10 @@
 
 Both fit the same noisy SPGR voxels (3 flip angles, TR 15 ms, B1 known, SNR 200):
 1. DESPOT1 T1/M0 (Ernst equation): project = batched linear DESPOT1 + Levenberg-Marquardt
-   (:func:`napari_myelin.core.qpm.fit_vfa`); peer = ``least_squares`` per voxel started from the same
+   (:func:`napari_myelin.reconst.qpm.fit_vfa`); peer = ``least_squares`` per voxel started from the same
    linear estimate.
 2. Two-pool myelin-water fraction (mcDESPOT SPGR branch, fixed pool parameters): project =
-   batched variable-projection grid search (:func:`napari_myelin.core.qpm.myelin_map`); peer =
+   batched variable-projection grid search (:func:`napari_myelin.reconst.qpm.myelin_map`); peer =
    ``least_squares`` per voxel on (M0, f_m), bounded, started at f_m = 0.1.
 
 Prints the times, the voxels per second, the ratio and the agreement of the estimates.
@@ -20,7 +20,7 @@ import time
 import numpy as np
 from scipy.optimize import least_squares
 
-from napari_myelin.core import qpm
+from napari_myelin.reconst import qpm
 
 
 def main(n: int = 3000) -> None:

@@ -2,7 +2,7 @@
 
 Run: ``python benchmarks/bench_qsm.py [--size 256 256 128] [--skip-peer]``.
 
-Ours: ``napari_myelin.core.qsm`` -- every FFT step on the brain mask's bounding box (+ margin) at
+Ours: ``napari_myelin.reconst.qsm`` -- every FFT step on the brain mask's bounding box (+ margin) at
 ``scipy.fft.next_fast_len`` sizes, real float32 transforms on all cores, image-space Laplacians, in-place
 ADMM updates, closed-form float32 echo fit, median filter on a 2x downsampled magnitude, one Laplacian
 unwrapping (of the first echo difference) guiding the unwrapping along TE.
@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
 from napari_myelin.core import qsm  # noqa: E402
-from napari_myelin.core.dipole import dipole_kernel  # noqa: E402
+from napari_myelin.reconst.dipole import dipole_kernel  # noqa: E402
 from tests._qsm_phantom import make_head  # noqa: E402
 
 # ------------------------------------------------------------------ the peer: previous implementation

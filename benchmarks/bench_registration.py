@@ -2,7 +2,7 @@
 and the accuracy on a phantom subject (known deformation from template space).
 
 For each preset the script registers the full (2 mm) phantom's reference image to the 2 mm
-template with :func:`napari_myelin.core.registration.register_to_template` (which adds the
+template with :func:`napari_myelin.align.registration.register_to_template` (which adds the
 Volume <-> ANTs conversion, the transform bookkeeping, the warped image and the similarity check)
 and with the same ``ants.registration`` call on prebuilt ANTs images (the peer), prints both
 times and the ratio, then scores the napari-myelin result:
@@ -38,9 +38,9 @@ def main(argv=None) -> int:
     import ants
     import numpy as np
 
-    from napari_myelin.core import atlas
-    from napari_myelin.core import registration as R
-    from napari_myelin.core.phantom import make_phantom
+    from napari_myelin.align import atlas
+    from napari_myelin.align import registration as R
+    from napari_myelin.sims.phantom import make_phantom
 
     t0 = time.perf_counter()
     ph = make_phantom(seed=args.seed, size="full")

@@ -16,8 +16,8 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from napari_myelin.core.atlas import load_tract_atlas
-from napari_myelin.core.stats import roi_statistics
+from napari_myelin.align.atlas import load_tract_atlas
+from napari_myelin.stats.roi import roi_statistics
 
 
 def peer(labels: np.ndarray, maps: dict[str, np.ndarray], index: np.ndarray) -> dict[str, dict[str, np.ndarray]]:

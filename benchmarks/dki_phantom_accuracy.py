@@ -23,8 +23,8 @@ def main(argv=None) -> int:
     parser.add_argument("--min-voxels", type=int, default=50, help="tracts with fewer voxels are not listed")
     args = parser.parse_args(argv)
 
-    from napari_myelin.core.dki import fit_dki
-    from napari_myelin.core.phantom import make_phantom
+    from napari_myelin.reconst.dki import fit_dki
+    from napari_myelin.sims.phantom import make_phantom
 
     ph = make_phantom(seed=0, size=args.size, snr=args.snr)
     dwi, truth = ph.acq["dwi"], ph.truth["dwi"]

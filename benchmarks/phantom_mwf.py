@@ -16,8 +16,8 @@ import time
 
 import numpy as np
 
-from napari_myelin.core import mwf
-from napari_myelin.core.phantom import make_phantom
+from napari_myelin.reconst import mwf
+from napari_myelin.sims.phantom import make_phantom
 
 
 def tract_table(size="full", regs=("none", "chi2"), seed=0, snr=200.0):

@@ -1,13 +1,13 @@
 """Build the shipped SYNTHETIC normative table from healthy digital-phantom subjects.
 
-For each seed a healthy phantom subject is simulated (:func:`napari_myelin.core.phantom.make_phantom`,
+For each seed a healthy phantom subject is simulated (:func:`napari_myelin.sims.phantom.make_phantom`,
 ``lesions=False``): its pose, deformation and per-tract myelin (+-5 % relative per tract and
 subject, which propagates to FA/MD/kurtosis, susceptibility and T1) differ between seeds. The tract
 statistics of its *truth maps* are computed on each acquisition's grid with that grid's tract
 labels (exactly what ``napari-myelin stats --labels tracts --map ...`` does for a subject whose maps
 and labels share a grid): MWF from the multi-echo spin echo grid, FA/MD/AD/RD/MK/AK/RK from the
 DWI grid, chi from the GRE grid, T1 from the SPGR grid. Then
-:func:`napari_myelin.core.normative.build_normative` pools the subjects' tract means into mean and
+:func:`napari_myelin.stats.normative.build_normative` pools the subjects' tract means into mean and
 SD per tract and map.
 
 Usage::
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from napari_myelin.core.normative import build_normative
-from napari_myelin.core.phantom import make_phantom
-from napari_myelin.core.stats import read_stats_csv, roi_statistics, write_csv
+from napari_myelin.stats.normative import build_normative
+from napari_myelin.sims.phantom import make_phantom
+from napari_myelin.stats.roi import read_stats_csv, roi_statistics, write_csv
 
 #: modality -> (truth map name -> reported map name); units as the estimators report them.
 MAPS = {
@@ -140,7 +140,7 @@ def validate(seed: int, size: str, normative_csv: str) -> int:
     """Score a lesioned phantom subject against the table: is the demyelinated NAWM tract flagged?"""
     import numpy as np
 
-    from napari_myelin.core.normative import compare_to_normative, read_normative
+    from napari_myelin.stats.normative import compare_to_normative, read_normative
 
     table, ph = subject_table(seed, size, lesions=True)
     norm = read_normative(normative_csv)

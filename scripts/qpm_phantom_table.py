@@ -19,8 +19,9 @@ import warnings
 import numpy as np
 from scipy.stats import spearmanr
 
-from napari_myelin.core import qpm
-from napari_myelin.core.phantom import make_phantom
+from napari_myelin.io.resample import b1_on_grid
+from napari_myelin.reconst import qpm
+from napari_myelin.sims.phantom import make_phantom
 
 
 def main(size: str = "full", seed: int = 0) -> None:
@@ -30,7 +31,7 @@ def main(size: str = "full", seed: int = 0) -> None:
     t_ph = time.perf_counter() - t0
     spgr, truth = ph.acq["spgr"], ph.truth["spgr"]
     fa, tr = qpm.spgr_protocol(spgr.metadata, spgr.shape[3])
-    b1 = qpm.b1_on_grid(ph.acq["b1"], spgr)
+    b1 = b1_on_grid(ph.acq["b1"], spgr)
     mask = truth["mask"].data > 0
     mwf, labels = truth["mwf"].data, truth["labels"].data
     print(f"phantom '{size}' seed {seed}: SPGR {spgr.shape}, {int(mask.sum())} brain voxels, "

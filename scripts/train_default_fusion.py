@@ -1,6 +1,6 @@
 """Train the shipped fusion weights (src/napari_myelin/data/fusion/fusion_default.safetensors + .json).
 
-Phantom cohort processed like real subjects (``mode="estimators"`` of :mod:`napari_myelin.core.fusion_train`):
+Phantom cohort processed like real subjects (``mode="estimators"`` of :mod:`napari_myelin.workflows.training_set`):
 for every phantom the project's own estimators run on the simulated acquisitions
 (``core.mwf.fit_t2_distribution`` + ``t2_parts``, ``core.dki.fit_dki``, ``core.qpm.qpm``, ``core.qsm.fit_qsm``),
 and the maps are brought to the 2 mm MNI template with the subject pipeline's registrations
@@ -35,13 +35,13 @@ from pathlib import Path
 
 import torch
 
-from napari_myelin.core.fusion import (
+from napari_myelin.fusion.model import (
     default_weights_path,
     fit_regression,
     save_model,
     train_fusion,
 )
-from napari_myelin.core.fusion_train import ESTIMATORS_NOTE, build_training_set
+from napari_myelin.workflows.training_set import ESTIMATORS_NOTE, build_training_set
 
 FULL_SEEDS = [0, 1, 2, 3, 5, 7, 9, 4, 6, 8, 11]  # size "full" (2 mm acquisitions, the template's resolution)
 SMALL_SEEDS = list(range(12))  # size "small" (4-4.5 mm acquisitions, upsampled onto the template)
@@ -92,7 +92,7 @@ def main() -> None:
     val = build_training_set(VAL_SEEDS, size="full", snrs=[200.0], mode="estimators", preset=PRESET,
                              cache_dir=args.cache)
     t_data = time.perf_counter() - t0
-    data = {"source": f"phantom (napari_myelin.core.phantom): size 'full' seeds {FULL_SEEDS} sampled {FULL_REPEAT}x "
+    data = {"source": f"phantom (napari_myelin.sims.phantom): size 'full' seeds {FULL_SEEDS} sampled {FULL_REPEAT}x "
                       f"as often as each size 'small' seed {SMALL_SEEDS}, processed by the project's estimators "
                       "and registered to the 2 mm MNI template like a subject",
             "mode": "estimators", "note": DATA_NOTE, "size": "full (2 mm) + small (4-4.5 mm)",

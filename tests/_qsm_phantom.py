@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from napari_myelin.core.dipole import forward_field
-from napari_myelin.core.qsm import ppm_to_hz
+from napari_myelin.reconst.dipole import forward_field
+from napari_myelin.reconst.qsm import ppm_to_hz
 
 
 @dataclass

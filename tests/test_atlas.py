@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_myelin.core import atlas
-from napari_myelin.core.errors import InputError
-from napari_myelin.core.volume import save_volume
+from napari_myelin.align import atlas
+from napari_myelin.utils.errors import InputError
+from napari_myelin.io.volume import save_volume
 
 
 def test_lut_has_callosal_parts_and_both_hemispheres():

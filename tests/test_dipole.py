@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_myelin.core.dipole import (
+from napari_myelin.reconst.dipole import (
     b0_direction,
     cylinder_field,
     dipole_kernel,
@@ -13,7 +13,7 @@ from napari_myelin.core.dipole import (
     padded_shape,
     sphere_field,
 )
-from napari_myelin.core.errors import InputError
+from napari_myelin.utils.errors import InputError
 
 from .conftest import oblique_affine
 

@@ -10,10 +10,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_myelin.core import dki
-from napari_myelin.core.dki import check_protocol, fit_dki
-from napari_myelin.core.errors import InputError
-from napari_myelin.core.progress import Cancelled
+from napari_myelin.reconst import dki
+from napari_myelin.reconst.dki import check_protocol, fit_dki
+from napari_myelin.utils.errors import InputError
+from napari_myelin.utils.progress import Cancelled
 
 TOL_DTI = 1e-6  # FA absolute, MD/AD/RD relative
 TOL_KURT = 1e-4  # MK/AK/RK/KFA/MKT absolute
@@ -309,7 +309,7 @@ def test_cli_writes_maps_with_sidecars_and_errors(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def phantom50():
-    from napari_myelin.core.phantom import make_phantom
+    from napari_myelin.sims.phantom import make_phantom
 
     return make_phantom(seed=0, size="small", snr=50.0)
 

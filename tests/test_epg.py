@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from napari_myelin.core.epg import epg_decay_curve
+from napari_myelin.reconst.epg import epg_decay_curve
 
 
 def test_180_deg_is_multi_exponential():
@@ -43,7 +43,7 @@ def test_broadcasting_and_t1_default():
 
 
 def test_alpha_derivative_matches_finite_differences():
-    from napari_myelin.core.epg import epg_decay_curve_and_derivative
+    from napari_myelin.reconst.epg import epg_decay_curve_and_derivative
 
     t2 = np.array([0.01, 0.05, 0.3])[:, None]
     alpha = np.array([95.0, 150.0, 170.0])[None, :]

@@ -10,8 +10,8 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from napari_myelin.cli import main
-from napari_myelin.core.errors import InputError
-from napari_myelin.core.fusion import (
+from napari_myelin.utils.errors import InputError
+from napari_myelin.fusion.model import (
     FusionSubject,
     apply_regression,
     detect_mwf_unit,
@@ -190,7 +190,7 @@ def test_missing_optional_channel_uses_the_presence_flag(tiny):
 
 
 def test_skip_mwf_averages_noise_inside_the_mask_only():
-    from napari_myelin.core.fusion import _region_mean_sq_error, skip_mwf
+    from napari_myelin.fusion.model import _region_mean_sq_error, skip_mwf
 
     rng = np.random.default_rng(0)
     mask = np.zeros((24, 24, 24), bool)
@@ -232,13 +232,13 @@ def test_shipped_weights_beat_mwf_alone_on_real_estimator_outputs(tmp_path):
     template registration uses the "affine" preset (the shipped weights were trained with "fast"); the
     comparison is made in template-space white matter well inside the slab.
     """
-    from napari_myelin.core.fusion import default_weights_path
-    from napari_myelin.core.fusion_train import (
+    from napari_myelin.fusion.model import default_weights_path
+    from napari_myelin.workflows.training_set import (
         estimator_maps,
         register_phantom,
         template_subject_arrays,
     )
-    from napari_myelin.core.phantom import make_phantom
+    from napari_myelin.sims.phantom import make_phantom
 
     card = json.loads(default_weights_path().with_suffix(".json").read_text())
     data = card["training"]["data"]
@@ -302,7 +302,7 @@ class _PadRegistration:
     """Stand-in for core.registration.Registration: the template grid is the subject grid grown by ``pad`` voxels."""
 
     def __init__(self, vol, pad):
-        from napari_myelin.core.volume import Volume
+        from napari_myelin.io.volume import Volume
 
         aff = vol.affine.copy()
         aff[:3, 3] -= aff[:3, :3] @ np.full(3, float(pad))
@@ -320,8 +320,8 @@ class _PadRegistration:
 
 
 def test_native_space_fusion_warps_in_and_back(tiny):
-    from napari_myelin.core.fusion import fuse_native
-    from napari_myelin.core.volume import Volume
+    from napari_myelin.fusion.model import fuse_native
+    from napari_myelin.io.volume import Volume
 
     _, val, model, _ = tiny
     s = val[0]
@@ -342,7 +342,7 @@ def test_native_space_fusion_warps_in_and_back(tiny):
 
 
 def test_cli_train_fusion_on_small_phantoms(tmp_path):
-    from napari_myelin.core.fusion_train import build_training_set
+    from napari_myelin.workflows.training_set import build_training_set
 
     out = tmp_path / "tf"
     common = ["--out", str(out), "--size", "small", "--snrs", "200", "--epochs", "2", "--steps", "2", "--batch", "2",

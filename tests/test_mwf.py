@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from napari_myelin.cli import main
-from napari_myelin.core import mwf
-from napari_myelin.core.epg import epg_decay_curve
-from napari_myelin.core.errors import InputError
+from napari_myelin.reconst import mwf
+from napari_myelin.reconst.epg import epg_decay_curve
+from napari_myelin.utils.errors import InputError
 
 DATA = Path(__file__).parent / "data" / "decaes"
 
@@ -152,7 +152,7 @@ def test_bad_input_messages(kwargs, message):
 
 
 def test_phantom_tract_means():
-    from napari_myelin.core.phantom import make_phantom
+    from napari_myelin.sims.phantom import make_phantom
 
     ph = make_phantom(seed=0, size="small", snr=200.0)
     me = ph.acq["mese"]

@@ -7,8 +7,8 @@ import math
 import numpy as np
 from scipy.optimize import nnls as scipy_nnls
 
-from napari_myelin.core import nnls
-from napari_myelin.core.epg import epg_decay_curve
+from napari_myelin.reconst import nnls
+from napari_myelin.reconst.epg import epg_decay_curve
 
 
 # ----------------------------------------------------------------------------------------------

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from napari_myelin.core import phantom as P
-from napari_myelin.core.dipole import b0_direction, sphere_field
-from napari_myelin.core.volume import load_volume
+from napari_myelin.sims import phantom as P
+from napari_myelin.reconst.dipole import b0_direction, sphere_field
+from napari_myelin.io.volume import load_volume
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_epg_at_180_deg_is_multi_exponential():
 
 
 def test_epg_below_180_has_stimulated_echoes_and_matches_direct_epg():
-    from napari_myelin.core.epg import epg_decay_curve
+    from napari_myelin.reconst.epg import epg_decay_curve
 
     alpha = np.array([150.0, 163.37, 171.1])
     f = np.tile([0.15, 0.85, 0.0], (3, 1))
@@ -208,7 +208,7 @@ def test_cli_writes_bids_like_subject(tmp_path):
 
 
 def test_bad_parameters_are_input_errors():
-    from napari_myelin.core.errors import InputError
+    from napari_myelin.utils.errors import InputError
 
     with pytest.raises(InputError):
         P.make_phantom(size="huge")

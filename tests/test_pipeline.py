@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from napari_myelin.cli import main
-from napari_myelin.core.phantom import write_phantom
-from napari_myelin.core.pipeline import STEPS, run_subject
-from napari_myelin.core.progress import Cancelled
-from napari_myelin.core.volume import load_volume
+from napari_myelin.sims.phantom import write_phantom
+from napari_myelin.workflows.pipeline import STEPS, run_subject
+from napari_myelin.utils.progress import Cancelled
+from napari_myelin.io.volume import load_volume
 
 
 @pytest.fixture(scope="module")

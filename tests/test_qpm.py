@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.linalg import expm
 
-from napari_myelin.core import qpm
+from napari_myelin.io.resample import b1_on_grid
+from napari_myelin.reconst import qpm
 
 FA = np.array([3.0, 10.0, 20.0])
 TR = 0.015
@@ -297,7 +298,7 @@ def test_bad_inputs_are_one_sentence():
 
 
 def test_b1_on_another_grid_is_resampled_with_a_warning():
-    from napari_myelin.core.volume import Volume
+    from napari_myelin.io.volume import Volume
 
     spgr_aff = np.diag([2.0, 2.0, 2.0, 1.0])
     spgr_aff[:3, 3] = [-20, -20, -8]
@@ -309,12 +310,12 @@ def test_b1_on_another_grid_is_resampled_with_a_warning():
     field = lambda w: 1.0 + 0.004 * w[..., 0] - 0.003 * w[..., 1] + 0.002 * w[..., 2]  # noqa: E731
     b1 = Volume(field(world), b1_aff)
     with pytest.warns(UserWarning, match="resampled to the SPGR grid"):
-        out = qpm.b1_on_grid(b1, spgr)
+        out = b1_on_grid(b1, spgr)
     ijk = np.stack(np.meshgrid(*[np.arange(n) for n in (20, 20, 8)], indexing="ij"), -1)
     np.testing.assert_allclose(out, field(ijk @ spgr_aff[:3, :3].T + spgr_aff[:3, 3]), rtol=1e-9)
     far = Volume(np.ones((4, 4, 4)), np.diag([1.0, 1, 1, 1]) + np.array([[0, 0, 0, 1e4]] * 3 + [[0, 0, 0, 0]]))
     with pytest.raises(qpm.InputError, match="does not overlap"), pytest.warns(UserWarning):
-        qpm.b1_on_grid(far, spgr)
+        b1_on_grid(far, spgr)
 
 
 # --------------------------------------------------------------------------- command line
@@ -412,14 +413,14 @@ def test_cli_bad_inputs(tmp_path, write_nifti, capsys):
 def phantom_fit():
     import warnings
 
-    from napari_myelin.core.phantom import make_phantom
+    from napari_myelin.sims.phantom import make_phantom
 
     ph = make_phantom(seed=0, size="small", snr=200.0)
     spgr, truth = ph.acq["spgr"], ph.truth["spgr"]
     fa, tr = qpm.spgr_protocol(spgr.metadata, spgr.shape[3])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        b1 = qpm.b1_on_grid(ph.acq["b1"], spgr)  # the B1 map comes on its own coarse grid
+        b1 = b1_on_grid(ph.acq["b1"], spgr)  # the B1 map comes on its own coarse grid
     mask = truth["mask"].data > 0
     return {
         "truth": truth, "mask": mask, "wm": (truth["wm"].data >= 0.5) & mask,

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_myelin.core import qsm
-from napari_myelin.core.dipole import forward_field
-from napari_myelin.core.errors import InputError
+from napari_myelin.reconst import qsm
+from napari_myelin.reconst.dipole import forward_field
+from napari_myelin.utils.errors import InputError
 
 from ._qsm_phantom import make_head
 
@@ -237,7 +237,7 @@ def test_cli_writes_maps(write_nifti, tmp_path, small_head, capsys):
     import json
 
     from napari_myelin.cli import main
-    from napari_myelin.core.volume import load_volume
+    from napari_myelin.io.volume import load_volume
 
     mag, ph = _write_series(write_nifti, small_head)
     out = tmp_path / "out"

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_myelin.core import qsm
-from napari_myelin.core.dipole import b0_direction
-from napari_myelin.core.phantom import make_phantom
+from napari_myelin.reconst import qsm
+from napari_myelin.reconst.dipole import b0_direction
+from napari_myelin.sims.phantom import make_phantom
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 
 from napari_myelin._reader import napari_get_reader
 from napari_myelin._writer import write_nifti as save_layer
-from napari_myelin.core.volume import load_volume
+from napari_myelin.io.volume import load_volume
 
 from .conftest import oblique_affine
 

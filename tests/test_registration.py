@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 from napari_myelin.cli import main
-from napari_myelin.core import atlas
-from napari_myelin.core import registration as R
-from napari_myelin.core.database import build_database, load_database, smooth
-from napari_myelin.core.errors import InputError
-from napari_myelin.core.volume import Volume, load_volume
+from napari_myelin.align import atlas
+from napari_myelin.align import registration as R
+from napari_myelin.align.database import build_database, load_database, smooth
+from napari_myelin.utils.errors import InputError
+from napari_myelin.io.volume import Volume, load_volume
 
 from .conftest import oblique_affine
 
@@ -120,7 +120,8 @@ def test_register_recovers_known_affine(subject, template4, preset):
 
 REPRO_SCRIPT = """
 import ants, numpy as np
-from napari_myelin.core import atlas, registration as R
+from napari_myelin.align import atlas
+from napari_myelin.align import registration as R
 t4 = R.from_ants(ants.resample_image(R.to_ants(atlas.load_template(2)), (6.0,) * 3, False, 0))
 rng = np.random.default_rng(0)
 img = t4.with_data(np.roll(t4.data, (1, -1, 2), axis=(0, 1, 2)) * (1 + 0.05 * rng.random(t4.shape)))
@@ -379,7 +380,7 @@ def test_cli_database(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def phantom():
-    from napari_myelin.core.phantom import make_phantom
+    from napari_myelin.sims.phantom import make_phantom
 
     return make_phantom(seed=1, size="small")
 

@@ -11,14 +11,14 @@ import pytest
 from scipy import stats as sstats
 
 from napari_myelin.cli import main
-from napari_myelin.core.errors import InputError
-from napari_myelin.core.normative import build_normative, compare_to_normative, read_normative
-from napari_myelin.core.resample import resample_to_grid
-from napari_myelin.core.stats import (
+from napari_myelin.utils.errors import InputError
+from napari_myelin.stats.normative import build_normative, compare_to_normative, read_normative
+from napari_myelin.io.resample import resample_to_grid
+from napari_myelin.stats.roi import (
     LONG_COLUMNS, correlation_table, grouped_statistics, read_stats_csv, roi_statistics,
     roi_values, wide_table, write_csv,
 )
-from napari_myelin.core.volume import Volume
+from napari_myelin.io.volume import Volume
 
 ZOOMS = (1.2, 0.8, 2.5)
 
@@ -81,7 +81,7 @@ def test_statistics_equal_numpy_anisotropic(random_subject):
 
 
 def test_estimator_maps_object(random_subject):
-    from napari_myelin.core.maps import Maps
+    from napari_myelin.io.maps import Maps
 
     labels, _, mwf, _, _ = random_subject
     maps = Maps({"mwf": mwf, "t2_times": np.linspace(0.01, 2, 40)}, units={"mwf": "fraction"}, method="NNLS")
@@ -181,7 +181,7 @@ def test_grid_mismatch_and_bad_labels_refused(random_subject):
 def test_progress_and_cancel(random_subject):
     import threading
 
-    from napari_myelin.core.progress import Cancelled
+    from napari_myelin.utils.progress import Cancelled
 
     labels, fa, _, _, _ = random_subject
     seen = []
@@ -255,7 +255,7 @@ def test_csv_bad_destination_writes_nothing(random_subject, tmp_path, monkeypatc
     (tmp_path / "adir.csv").mkdir()
     with pytest.raises(InputError, match="is a folder"):
         write_csv(table, tmp_path / "adir.csv")
-    monkeypatch.setattr("napari_myelin.core.stats.os.access", lambda *a, **k: False)
+    monkeypatch.setattr("napari_myelin.stats.roi.os.access", lambda *a, **k: False)
     with pytest.raises(InputError, match="not writable"):
         write_csv(table, tmp_path / "ro.csv")
     monkeypatch.undo()
@@ -263,7 +263,7 @@ def test_csv_bad_destination_writes_nothing(random_subject, tmp_path, monkeypatc
     def failing_write(path, payload):  # the disk fills up half-way
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("napari_myelin.core.stats.atomic_write_bytes", failing_write)
+    monkeypatch.setattr("napari_myelin.stats.roi.atomic_write_bytes", failing_write)
     with pytest.raises(InputError, match="No space left"):
         write_csv(table, tmp_path / "full.csv")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adir.csv"]
@@ -373,7 +373,7 @@ def test_cli_stats_and_normative(random_subject, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def phantom():
-    from napari_myelin.core.phantom import make_phantom
+    from napari_myelin.sims.phantom import make_phantom
 
     return make_phantom(seed=3, size="small", snr=float("inf"))
 
@@ -423,8 +423,8 @@ def test_phantom_tract_means_match_truth(phantom):
 def test_shipped_synthetic_normative_table():
     from importlib.resources import files
 
-    from napari_myelin.core.atlas import tract_lut
-    from napari_myelin.core.dki import MAP_UNITS
+    from napari_myelin.align.atlas import tract_lut
+    from napari_myelin.reconst.dki import MAP_UNITS
 
     path = files("napari_myelin") / "data" / "normative" / "normative_synthetic_phantom.csv"
     norm = read_normative(path)

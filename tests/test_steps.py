@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from napari_myelin.core.steps import StepRunner, summary_rows
-from napari_myelin.core.volume import atomic_write_bytes
+from napari_myelin.workflows.steps import StepRunner, summary_rows
+from napari_myelin.io.volume import atomic_write_bytes
 
 
 def _make_step(out, calls):

@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from napari_myelin.core.errors import InputError
-from napari_myelin.core.volume import (
+from napari_myelin.utils.errors import InputError
+from napari_myelin.io.volume import (
     load_echo_series,
     load_volume,
     obliquity_deg,

@@ -7,9 +7,9 @@ import torch
 from napari.layers import Layer
 
 from napari_myelin._layers import layer_to_volume, volume_to_layer
-from napari_myelin.core.errors import InputError
-from napari_myelin.core.fusion import fuse
-from napari_myelin.core.volume import Volume
+from napari_myelin.utils.errors import InputError
+from napari_myelin.fusion.model import fuse
+from napari_myelin.io.volume import Volume
 from napari_myelin.widgets.fusion import FusionWidget
 
 from .test_fusion import _subject

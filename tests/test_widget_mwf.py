@@ -6,9 +6,9 @@ import numpy as np
 from napari.layers import Layer
 
 from napari_myelin._layers import to_display, volume_to_layer
-from napari_myelin.core import mwf
-from napari_myelin.core.epg import epg_decay_curve
-from napari_myelin.core.volume import Volume
+from napari_myelin.reconst import mwf
+from napari_myelin.reconst.epg import epg_decay_curve
+from napari_myelin.io.volume import Volume
 from napari_myelin.widgets.mwf import MWFWidget
 
 from .conftest import oblique_affine

@@ -6,8 +6,8 @@ import shutil
 
 import numpy as np
 
-from napari_myelin.core.phantom import write_phantom
-from napari_myelin.core.volume import load_volume
+from napari_myelin.sims.phantom import write_phantom
+from napari_myelin.io.volume import load_volume
 from napari_myelin.widgets.pipeline import PipelineWidget
 
 

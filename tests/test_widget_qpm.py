@@ -6,8 +6,8 @@ import numpy as np
 from napari.layers import Layer
 
 from napari_myelin._layers import to_display, volume_to_layer
-from napari_myelin.core import qpm
-from napari_myelin.core.volume import Volume
+from napari_myelin.reconst import qpm
+from napari_myelin.io.volume import Volume
 from napari_myelin.widgets.qpm import QPMWidget
 
 from .conftest import oblique_affine

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from napari_myelin._layers import layer_to_volume, volume_to_layer
-from napari_myelin.core import qsm
-from napari_myelin.core.volume import Volume
+from napari_myelin.reconst import qsm
+from napari_myelin.io.volume import Volume
 from napari_myelin.widgets.qsm import QSMWidget
 
 from ._qsm_phantom import make_head

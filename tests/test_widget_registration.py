@@ -6,8 +6,8 @@ import numpy as np
 from napari.layers import Labels
 
 from napari_myelin._layers import layer_to_volume, volume_to_layer
-from napari_myelin.core import atlas
-from napari_myelin.core import registration as R
+from napari_myelin.align import atlas
+from napari_myelin.align import registration as R
 from napari_myelin.widgets.registration import RegistrationWidget
 
 from .test_registration import make_subject

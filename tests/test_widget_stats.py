@@ -10,8 +10,8 @@ from qtpy.QtWidgets import QApplication
 from skimage import draw
 
 from napari_myelin._layers import volume_to_layer
-from napari_myelin.core.errors import InputError
-from napari_myelin.core.volume import Volume
+from napari_myelin.utils.errors import InputError
+from napari_myelin.io.volume import Volume
 from napari_myelin.widgets.stats import RoiStatsWidget
 
 from .conftest import oblique_affine

@@ -1,8 +1,11 @@
 """napari-myelin: integrated quantitative myelin MRI in napari.
 
-The computational core (:mod:`napari_myelin.core`) never imports Qt or napari;
-widgets (:mod:`napari_myelin.widgets`) and the command line
-(:mod:`napari_myelin.cli`) are thin layers over it.
+Sub-packages by domain, lowest first: ``utils`` (errors, progress), ``io`` (volumes, BIDS, LUTs,
+resampling), ``reconst`` (the estimators), ``align`` (templates, atlas, registration), ``sims``
+(the phantom), ``fusion`` (the network), ``stats`` (tables, normative), ``workflows`` (pipeline,
+report). None of them imports Qt, magicgui or napari; ``widgets`` (the docks), the npe2 adapters
+(``_reader``, ``_writer``, ``_sample_data``, ``_layers``, ``_styles``, ``_screenshot``) and ``cli``
+are thin layers on top. The public Python API is :mod:`napari_myelin.api`.
 """
 
 from importlib.metadata import PackageNotFoundError, version

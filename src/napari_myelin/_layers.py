@@ -1,4 +1,4 @@
-"""Adapters between core :class:`~napari_myelin.core.volume.Volume` objects and napari layer data.
+"""Adapters between core :class:`~napari_myelin.io.volume.Volume` objects and napari layer data.
 
 No Qt here: these functions build and read plain ``(data, kwargs, layer_type)`` tuples, so they are
 shared by the npe2 reader/writer, the sample data and every dock widget.
@@ -24,7 +24,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from .core.volume import Volume, obliquity_deg
+from napari_myelin.io.volume import Volume, obliquity_deg
 
 META_KEY = "napari_myelin"
 

@@ -13,8 +13,8 @@ import numpy as np
 
 from ._layers import volume_to_layer
 from ._styles import display_style
-from .core.lut import find_lut
-from .core.volume import is_nifti, load_volume
+from napari_myelin.io.lut import find_lut
+from napari_myelin.io.volume import is_nifti, load_volume
 
 
 def napari_get_reader(path):

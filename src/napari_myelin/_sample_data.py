@@ -18,7 +18,7 @@ from ._layers import volume_to_layer
 
 @functools.lru_cache(maxsize=2)
 def _phantom(size: str):
-    from .core.phantom import make_phantom
+    from napari_myelin.sims.phantom import make_phantom
 
     return make_phantom(seed=0, size=size, snr=200.0, lesions=True)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._layers import META_KEY, layer_to_volume
-from .core.volume import provenance, save_volume
+from napari_myelin.io.volume import provenance, save_volume
 
 
 def write_nifti(path: str, data, attributes: dict) -> list[str]:

@@ -2,7 +2,7 @@
 
 Each module of this package that does not start with ``_`` is a subcommand. It defines ``HELP``
 (one line), ``add_arguments(parser)`` and ``run(args) -> int``; its name (``_`` read as ``-``)
-is the subcommand's name. :func:`main` turns :class:`~napari_myelin.core.errors.InputError` into
+is the subcommand's name. :func:`main` turns :class:`~napari_myelin.utils.errors.InputError` into
 one sentence on stderr and exit status 2, a cancel (Ctrl-C) into status 130, and any other
 failure into a one-line internal-error message with status 1 (``--debug`` shows the traceback).
 """
@@ -16,8 +16,8 @@ import sys
 from typing import Sequence
 
 from .. import __version__
-from ..core.errors import InputError
-from ..core.progress import Cancelled
+from napari_myelin.utils.errors import InputError
+from napari_myelin.utils.progress import Cancelled
 
 
 def _subcommands():

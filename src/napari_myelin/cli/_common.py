@@ -8,7 +8,7 @@ from typing import Iterator
 
 from tqdm import tqdm
 
-from ..core.progress import ProgressFn
+from napari_myelin.utils.progress import ProgressFn
 
 
 def add_out_argument(parser: argparse.ArgumentParser, required: bool = True) -> None:

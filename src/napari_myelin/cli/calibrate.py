@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import qpm as core
-from ..core.errors import InputError
-from ..core.maps import Maps
-from ..core.resample import resample_like
-from ..core.volume import check_output_folder, load_volume, save_maps
+from napari_myelin.reconst import qpm as core
+from napari_myelin.utils.errors import InputError
+from napari_myelin.io.maps import Maps
+from napari_myelin.io.resample import resample_like
+from napari_myelin.io.volume import check_output_folder, load_volume, save_maps
 
 HELP = "calibrate a QPM myelin map to MWF (quadratic fit over WM voxels or tract means) or apply a saved calibration"
 

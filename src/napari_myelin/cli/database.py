@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..core.database import build_database, load_subject_maps
-from ..core.errors import InputError
-from ..core.volume import check_output_folder, load_volume
+from napari_myelin.align.database import build_database, load_subject_maps
+from napari_myelin.utils.errors import InputError
+from napari_myelin.io.volume import check_output_folder, load_volume
 from ._common import add_out_argument, terminal_progress
 
 HELP = "build the standard-brain database: voxel-wise mean and SD maps per parameter from subjects in template space"

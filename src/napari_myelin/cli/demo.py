@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.lut import read_lut
-from ..core.phantom import write_phantom
-from ..core.volume import check_output_folder, load_volume
+from napari_myelin.io.lut import read_lut
+from napari_myelin.sims.phantom import write_phantom
+from napari_myelin.io.volume import check_output_folder, load_volume
 from ._common import terminal_progress
 from .run import print_summary, run_with_progress
 
@@ -52,14 +52,14 @@ def run(args: argparse.Namespace) -> int:
     print_summary(result)
     subject_dir = out / "results" / sub
     shutil.copyfile(subject_dir / "tracts.csv", out / "tracts.csv")
-    from ..report import tract_chart
+    from napari_myelin.workflows.report import tract_chart
 
     truth = truth_tract_means(out / "phantom" / "derivatives" / "truth" / sub / "mese" / "mwf.nii.gz",
                               subject_dir / "anat" / f"{sub}_space-mese_tracts.nii.gz")
     tract_chart(out / "tracts.csv", out / "tracts.png", truth=truth)
     written = [out / "tracts.csv", out / "tracts.png"]
     if not args.no_screenshot:
-        from ..report import render_report
+        from napari_myelin._screenshot import render_report
 
         start = time.perf_counter()
         written.append(render_report(subject_dir / "anat" / f"{sub}_space-MNI152NLin2009aSym_mwf.nii.gz",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..core.dki import fit_dki
-from ..core.errors import InputError
-from ..core.volume import check_output_folder, load_volume, read_bval_bvec, save_maps, sidecar_path
+from napari_myelin.reconst.dki import fit_dki
+from napari_myelin.utils.errors import InputError
+from napari_myelin.io.volume import check_output_folder, load_volume, read_bval_bvec, save_maps, sidecar_path
 from ._common import add_out_argument, terminal_progress
 
 HELP = "fit diffusion kurtosis (DKI) to a multi-shell DWI: FA, MD, AD, RD, MK, AK, RK, KFA, MKT and colour FA"

@@ -6,9 +6,9 @@ import argparse
 
 import numpy as np
 
-from ..core.errors import InputError
-from ..core.fusion import CHANNELS, check_grids, fuse, fuse_native
-from ..core.volume import load_volume, save_maps
+from napari_myelin.utils.errors import InputError
+from napari_myelin.fusion.model import CHANNELS, check_grids, fuse, fuse_native
+from napari_myelin.io.volume import load_volume, save_maps
 from ._common import add_out_argument, terminal_progress
 
 HELP = "integrated myelin map (MWF in percent) and its uncertainty from MWF, FA, MK, QPM (and QSM) maps (CNN fusion)"
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         mask = np.asarray(mvol.data) > 0.5
     with terminal_progress("fuse") as progress:
         if args.native_reference:
-            from ..core.registration import register_to_template
+            from napari_myelin.align.registration import register_to_template
 
             ref = load_volume(args.native_reference)
             if ref.data.ndim == 4:

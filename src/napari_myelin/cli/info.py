@@ -6,7 +6,7 @@ import argparse
 
 import numpy as np
 
-from ..core.volume import load_volume, obliquity_deg, orientation_codes, protocol_parameters
+from napari_myelin.io.volume import load_volume, obliquity_deg, orientation_codes, protocol_parameters
 
 HELP = "show shape, voxel size, orientation, obliquity, data range and protocol parameters of a NIfTI file"
 

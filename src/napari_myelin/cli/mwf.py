@@ -1,7 +1,7 @@
 """``napari-myelin mwf ME.nii.gz --out DIR [--te ...] [--mask ...] [--reg chi2] ...``.
 
 Myelin water fraction and the other T2-distribution maps (DECAES T2mapSEcorr + T2partSEcorr, see
-:mod:`napari_myelin.core.mwf`) from a multi-echo spin-echo series: one 4D file whose sidecar lists
+:mod:`napari_myelin.reconst.mwf`) from a multi-echo spin-echo series: one 4D file whose sidecar lists
 ``EchoTime`` (s), or one file per echo (``*_echo-1_*``, ``*_echo-2_*`` ...; pass one or all). Writes
 ``mwf`` and ``iewf`` in percent, ``gmt2``/``sgm``/``mgm`` (s), ``alpha`` (deg), ``snr``, ``mu``,
 ``chi2_factor``, ``resnorm``, ``fnr``, ``gva``, ``gdn``, the 4D ``distribution`` and the ``fitted``
@@ -14,9 +14,9 @@ import argparse
 
 import numpy as np
 
-from ..core import mwf as core
-from ..core.errors import InputError
-from ..core.volume import check_output_folder, load_echo_series, load_volume, save_maps
+from napari_myelin.reconst import mwf as core
+from napari_myelin.utils.errors import InputError
+from napari_myelin.io.volume import check_output_folder, load_echo_series, load_volume, save_maps
 from ._common import add_out_argument, terminal_progress
 
 HELP = "myelin water fraction (DECAES-exact multi-echo T2 NNLS): mwf, iewf, gmt2, alpha, snr ... from a ME spin echo"
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         mask = "auto"
     flip = args.flip_angle
     if args.b1:
-        from ..core.qpm import b1_on_grid
+        from napari_myelin.io.resample import b1_on_grid
 
         flip = 180.0 * b1_on_grid(load_volume(args.b1), vol)
         inputs.append(args.b1)

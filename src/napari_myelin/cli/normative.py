@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..core.errors import InputError
-from ..core.normative import build_normative, load_stats_tables
-from ..core.stats import write_csv
+from napari_myelin.utils.errors import InputError
+from napari_myelin.stats.normative import build_normative, load_stats_tables
+from napari_myelin.stats.roi import write_csv
 
 HELP = "build a normative table (mean, SD per label and map) from healthy subjects' stats CSVs"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from ..core.phantom import write_phantom
+from napari_myelin.sims.phantom import write_phantom
 from ._common import terminal_progress
 
 HELP = "simulate a digital brain phantom (MESE, DWI, GRE, SPGR, B1) with ground-truth maps, BIDS-like"

@@ -1,7 +1,7 @@
 """``napari-myelin qpm SPGR.nii.gz --flip-angles 3 10 20 --tr 0.015 --out DIR [--b1 B1.nii.gz]``.
 
 T1 (s), M0, PD, MTV and the QPM myelin map (and, with ``--calibration``, the MWF-calibrated map in %)
-from a variable-flip-angle SPGR series (see :mod:`napari_myelin.core.qpm`). With ``--t1`` and
+from a variable-flip-angle SPGR series (see :mod:`napari_myelin.reconst.qpm`). With ``--t1`` and
 ``--pd`` instead of an SPGR series, only the ``r1-pd`` myelin map is computed from those maps.
 """
 
@@ -11,9 +11,10 @@ import argparse
 
 import numpy as np
 
-from ..core import qpm as core
-from ..core.errors import InputError
-from ..core.volume import check_output_folder, load_volume, save_maps
+from napari_myelin.io.resample import b1_on_grid
+from napari_myelin.reconst import qpm as core
+from napari_myelin.utils.errors import InputError
+from napari_myelin.io.volume import check_output_folder, load_volume, save_maps
 from ._common import add_out_argument, terminal_progress
 
 HELP = "T1, PD, MTV and the QPM myelin map (two-pool or R1/PD) from a variable-flip-angle SPGR series (+ B1)"
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = [*args.spgr, *inputs]
     b1 = None
     if args.b1:
-        b1 = core.b1_on_grid(load_volume(args.b1), vol)
+        b1 = b1_on_grid(load_volume(args.b1), vol)
         inputs.append(args.b1)
     mask = _mask(args.mask, vol, "mask") if args.mask else None
     csf = _mask(args.csf_mask, vol, "CSF mask") if args.csf_mask else None

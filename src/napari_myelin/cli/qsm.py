@@ -6,9 +6,9 @@ import argparse
 
 import numpy as np
 
-from ..core.errors import InputError
-from ..core.qsm import BFR_METHODS, INVERSION_METHODS, UNWRAP_METHODS, fit_qsm, phase_to_radians
-from ..core.volume import check_output_folder, load_echo_series, load_volume, save_maps
+from napari_myelin.utils.errors import InputError
+from napari_myelin.reconst.qsm import BFR_METHODS, INVERSION_METHODS, UNWRAP_METHODS, fit_qsm, phase_to_radians
+from napari_myelin.io.volume import check_output_folder, load_echo_series, load_volume, save_maps
 from ._common import add_out_argument, terminal_progress
 
 HELP = "QSM from multi-echo GRE magnitude + phase: field (Hz), local field, chi (ppm) and mask"

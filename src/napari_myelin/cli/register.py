@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..core.errors import InputError
-from ..core.lut import write_lut
-from ..core.registration import INTERPOLATIONS, PRESETS, default_interpolation, register_subject, set_threads
-from ..core.volume import check_output_folder, load_volume, provenance, save_volume, strip_nifti_suffix
+from napari_myelin.utils.errors import InputError
+from napari_myelin.io.lut import write_lut
+from napari_myelin.align.registration import INTERPOLATIONS, PRESETS, default_interpolation, register_subject, set_threads
+from napari_myelin.io.volume import check_output_folder, load_volume, provenance, save_volume, strip_nifti_suffix
 from ._common import add_out_argument, terminal_progress
 
 HELP = "register an image to the MNI ICBM152 template (ANTs), warp maps to it and bring the tract atlas to native space"

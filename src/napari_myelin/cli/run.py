@@ -7,8 +7,8 @@ import sys
 
 from tqdm import tqdm
 
-from ..core.pipeline import STEPS, run_subject
-from ..core.steps import summary_rows
+from napari_myelin.workflows.pipeline import STEPS, run_subject
+from napari_myelin.workflows.steps import summary_rows
 from ._common import add_out_argument
 
 HELP = "run every estimator whose inputs are present, register, fuse and write tract statistics for one subject"

@@ -15,11 +15,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..core.atlas import load_labels
-from ..core.errors import InputError
-from ..core.normative import compare_to_normative, read_normative
-from ..core.stats import WEIGHTINGS, correlation_table, roi_statistics, write_csv
-from ..core.volume import load_volume
+from napari_myelin.align.atlas import load_labels
+from napari_myelin.utils.errors import InputError
+from napari_myelin.stats.normative import compare_to_normative, read_normative
+from napari_myelin.stats.roi import WEIGHTINGS, correlation_table, roi_statistics, write_csv
+from napari_myelin.io.volume import load_volume
 from ._common import terminal_progress
 
 HELP = "statistics of maps per ROI/tract (mean, SD, median, IQR ...) to CSV, with normative z-scores"

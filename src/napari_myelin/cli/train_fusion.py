@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..core.errors import InputError
-from ..core.fusion import CHANNELS, save_model, train_fusion
-from ..core.progress import subrange
-from ..core.volume import check_output_folder
+from napari_myelin.utils.errors import InputError
+from napari_myelin.fusion.model import CHANNELS, save_model, train_fusion
+from napari_myelin.utils.progress import subrange
+from napari_myelin.io.volume import check_output_folder
 from ._common import add_out_argument, terminal_progress
 
 HELP = "train the fusion CNN (phantom cohort or your subjects with a reference MWF map); writes weights + model card"
@@ -72,14 +72,14 @@ def run(args: argparse.Namespace) -> int:
     channels = [c.strip() for c in args.channels.split(",") if c.strip()]
     with terminal_progress("train-fusion") as progress:
         if args.cohort:
-            from ..core.fusion_train import split_by_subject, user_cohort
+            from napari_myelin.workflows.training_set import split_by_subject, user_cohort
 
             subjects = user_cohort(args.cohort)
             train, val = split_by_subject(subjects, args.val_fraction, args.seed)
             data = {"source": "user cohort", "table": str(args.cohort)}
             vs = subjects[0].meta["voxel_size_mm"]
         else:
-            from ..core.fusion_train import ESTIMATORS_NOTE, build_training_set
+            from napari_myelin.workflows.training_set import ESTIMATORS_NOTE, build_training_set
 
             tr_seeds, va_seeds = _seeds(args.train_seeds), _seeds(args.val_seeds)
             if set(tr_seeds) & set(va_seeds):
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
                 data["registration_preset"] = args.preset
                 data["note"] = ESTIMATORS_NOTE
             if args.mode == "simulated":
-                from ..core.fusion_train import SIMULATED_NOTE
+                from napari_myelin.workflows.training_set import SIMULATED_NOTE
 
                 data["note"] = SIMULATED_NOTE
             vs = train[0].meta["voxel_size_mm"]

@@ -8,8 +8,8 @@ from napari.layers import Image, Labels
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from .._layers import META_KEY, from_display, layer_to_volume
-from ..core.errors import InputError
-from ..core.volume import Volume
+from napari_myelin.utils.errors import InputError
+from napari_myelin.io.volume import Volume
 from ._runner import Runner
 
 

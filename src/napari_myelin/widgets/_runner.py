@@ -2,9 +2,9 @@
 notifications instead of tracebacks.
 
 Core functions take ``progress(fraction, message)`` and ``cancel`` (see
-:mod:`napari_myelin.core.progress`). :class:`Runner` passes a thread-safe progress callback (a Qt
+:mod:`napari_myelin.utils.progress`). :class:`Runner` passes a thread-safe progress callback (a Qt
 signal emitted from the worker thread) and a :class:`threading.Event` as ``cancel``; the Cancel
-button sets the event. Bad input (:class:`~napari_myelin.core.errors.InputError`) becomes a
+button sets the event. Bad input (:class:`~napari_myelin.utils.errors.InputError`) becomes a
 napari error notification with its sentence; a cancel becomes an info notification.
 
 Tests wait on :attr:`Runner.finished` (emitted once, after results were delivered or an error was
@@ -21,8 +21,8 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-from ..core.errors import InputError
-from ..core.progress import Cancelled
+from napari_myelin.utils.errors import InputError
+from napari_myelin.utils.progress import Cancelled
 
 
 class _Relay(QObject):

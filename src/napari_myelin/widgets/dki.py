@@ -1,6 +1,6 @@
 """Dock widget "Diffusion kurtosis (DKI)": a DWI layer in, FA/MD/MK/AK/RK and colour-FA layers out.
 
-The fit itself is :func:`napari_myelin.core.dki.fit_dki`, run in a thread worker by
+The fit itself is :func:`napari_myelin.reconst.dki.fit_dki`, run in a thread worker by
 :class:`~napari_myelin.widgets._runner.Runner` (progress bar + Cancel). The DWI layer is turned back
 into its stored voxel order with :func:`~napari_myelin._layers.layer_to_volume` (the b-vectors refer
 to the file's voxel axes), and the maps come back on the input's grid.
@@ -15,9 +15,9 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, PushButton
 from napari.layers import Image, Labels, Layer
 
 from .._layers import display_geometry, to_display, volume_to_layer
-from ..core.dki import fit_dki
-from ..core.errors import InputError
-from ..core.volume import read_bval_bvec
+from napari_myelin.reconst.dki import fit_dki
+from napari_myelin.utils.errors import InputError
+from napari_myelin.io.volume import read_bval_bvec
 from ._base import ActionDock, layer_volume, mask_on_grid, volume_layers
 
 AUTOMATIC = "automatic (median Otsu)"

@@ -1,7 +1,7 @@
 """Dock widget "Myelin water (MWF)": a multi-echo spin-echo layer in; MWF (%), IEWF (%), geometric-mean T2,
 refocusing angle and SNR layers out; click a voxel to see its T2 distribution and its decay.
 
-The computation is :func:`napari_myelin.core.mwf.myelin_water` (DECAES T2mapSEcorr + T2partSEcorr),
+The computation is :func:`napari_myelin.reconst.mwf.myelin_water` (DECAES T2mapSEcorr + T2partSEcorr),
 run in a thread worker by :class:`~napari_myelin.widgets._runner.Runner`. The echo spacing is
 prefilled from the layer's sidecar (``EchoTime``); every other setting is shown with the common
 value (nT2 40, T2 10 ms-2 s, SPWin 10-40 ms, MPWin 40-200 ms, chi2 factor 1.02). Without a mask
@@ -18,8 +18,8 @@ from napari.layers import Image, Layer
 from qtpy.QtWidgets import QGroupBox, QVBoxLayout
 
 from .._layers import to_display, volume_to_layer
-from ..core import mwf as core
-from ..core.errors import InputError
+from napari_myelin.reconst import mwf as core
+from napari_myelin.utils.errors import InputError
 from ._base import ActionDock, layer_volume, mask_on_grid, volume_layers
 
 #: Layers added after a fit: map name -> (label, colormap, contrast limits).

@@ -1,4 +1,4 @@
-"""Dock widget "Subject pipeline": run :func:`napari_myelin.core.pipeline.run_subject` on a subject
+"""Dock widget "Subject pipeline": run :func:`napari_myelin.workflows.pipeline.run_subject` on a subject
 folder with per-step progress and Cancel, show the summary, and open the results as layers."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from napari.layers import Layer
 from qtpy.QtWidgets import QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 from .._reader import read_results
-from ..core.errors import InputError
-from ..core.pipeline import run_subject
-from ..core.steps import summary_rows
+from napari_myelin.utils.errors import InputError
+from napari_myelin.workflows.pipeline import run_subject
+from napari_myelin.workflows.steps import summary_rows
 from ._runner import Runner
 
 

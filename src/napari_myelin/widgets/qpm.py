@@ -1,6 +1,6 @@
 """Dock widget "Relaxometry (QPM)": SPGR (+ B1) layers in; T1, PD, MTV, QPM myelin and MWF (%) layers out.
 
-The computation is :func:`napari_myelin.core.qpm.qpm` (DESPOT1 + myelin map), run in a thread worker by
+The computation is :func:`napari_myelin.reconst.qpm.qpm` (DESPOT1 + myelin map), run in a thread worker by
 :class:`~napari_myelin.widgets._runner.Runner`. Flip angles and TR come from the SPGR layer's sidecar
 (``FlipAngle``, ``RepetitionTime``) unless typed in. A B1 layer on another grid is resampled to the
 SPGR grid by world coordinates (with a notification). The calibration panel fits
@@ -22,9 +22,10 @@ from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import QGroupBox, QVBoxLayout
 
 from .._layers import volume_to_layer
-from ..core import qpm as core
-from ..core.resample import resample_like
-from ..core.errors import InputError
+from napari_myelin.io.resample import b1_on_grid
+from napari_myelin.reconst import qpm as core
+from napari_myelin.io.resample import resample_like
+from napari_myelin.utils.errors import InputError
 from ._base import ActionDock, layer_volume, mask_on_grid, volume_layers
 
 FROM_SIDECAR = ""
@@ -139,7 +140,7 @@ class QPMWidget(ActionDock):
             if self.b1.value is not None:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
-                    b1 = core.b1_on_grid(layer_volume(self.b1.value), vol)
+                    b1 = b1_on_grid(layer_volume(self.b1.value), vol)
                 for w in caught:
                     show_warning(str(w.message))
             mask = None

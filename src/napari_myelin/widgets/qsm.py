@@ -14,8 +14,8 @@ from qtpy.QtWidgets import (
 )
 
 from .._layers import volume_to_layer
-from ..core.errors import InputError
-from ..core.qsm import BFR_METHODS, INVERSION_METHODS, UNWRAP_METHODS, check_inputs, fit_qsm, phase_to_radians
+from napari_myelin.utils.errors import InputError
+from napari_myelin.reconst.qsm import BFR_METHODS, INVERSION_METHODS, UNWRAP_METHODS, check_inputs, fit_qsm, phase_to_radians
 from ._base import layer_volume
 from ._runner import Runner
 

@@ -1,7 +1,7 @@
 """Dock widget "Register to template": a subject layer to the MNI template, layers warped along,
 or the atlas tracts brought to the subject's native space.
 
-The work is :func:`napari_myelin.core.registration.register_subject`, run in a thread worker by
+The work is :func:`napari_myelin.align.registration.register_subject`, run in a thread worker by
 :class:`~napari_myelin.widgets._runner.Runner` (progress bar + Cancel; the ANTs call itself cannot
 be interrupted, a cancel takes effect when it returns). Warped layers are added on the template
 grid; the tract labels as a Labels layer (names in its ``features``) with the subject layer's
@@ -17,8 +17,8 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, PushButton
 from napari.layers import Image, Labels, Layer
 
 from .._layers import META_KEY, from_display, volume_to_layer
-from ..core.errors import InputError
-from ..core.registration import PRESETS, available_atlases, check_image, reference_image, register_subject
+from napari_myelin.utils.errors import InputError
+from napari_myelin.align.registration import PRESETS, available_atlases, check_image, reference_image, register_subject
 from ._base import ActionDock, layer_volume
 
 USER_ATLAS = "user labels file + LUT"

@@ -6,14 +6,14 @@ Workflow
    affine, so a painted voxel is exactly a voxel of the map. Shapes (polygons, rectangles,
    ellipses drawn on a slice) can be turned into ROI labels with *Shapes -> ROI*.
 2. Pick the maps (multi-select), the labels layer (drawn ROIs or atlas tracts) and optionally a WM
-   probability layer, then *Compute*: :func:`napari_myelin.core.stats.roi_statistics` runs in the
+   probability layer, then *Compute*: :func:`napari_myelin.stats.roi.roi_statistics` runs in the
    :class:`~napari_myelin.widgets._runner.Runner` thread worker.
 3. The sortable table shows one row per (label, map); the wide table (one row per label) is also
    stored in the labels layer's ``features`` (napari's own features table and the status-bar
    read-out show it). Selecting a row highlights its label. A box plot or histogram per ROI of one
    map, *Copy* (tab-separated, for spreadsheets) and *Export CSV* (long or wide layout) follow.
 
-The widget computes nothing itself: layers are turned into :class:`~napari_myelin.core.volume.Volume`
+The widget computes nothing itself: layers are turned into :class:`~napari_myelin.io.volume.Volume`
 objects with :func:`~napari_myelin._layers.layer_to_volume` and the numbers come from the core.
 """
 
@@ -33,8 +33,8 @@ from qtpy.QtWidgets import (
 )
 
 from .._layers import META_KEY
-from ..core.errors import InputError
-from ..core.stats import is_water_fraction, polygons_to_labels, roi_statistics, roi_values, write_csv
+from napari_myelin.utils.errors import InputError
+from napari_myelin.stats.roi import is_water_fraction, polygons_to_labels, roi_statistics, roi_values, write_csv
 from ._base import layer_volume
 from ._runner import Runner
 

@@ -35,10 +35,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
-from .lut import find_lut, read_lut
-from .resample import resample_to_grid
-from .volume import Volume, load_volume
+from napari_myelin.utils.errors import InputError
+from napari_myelin.io.lut import find_lut, read_lut
+from napari_myelin.io.resample import resample_to_grid
+from napari_myelin.io.volume import Volume, load_volume
 
 #: Folder of the shipped atlas files.
 ATLAS_DIR = Path(__file__).resolve().parent.parent / "data" / "atlas"

@@ -84,11 +84,11 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
-from . import atlas
-from .dipole import sphere_field
-from .errors import InputError
-from .progress import step
-from .volume import Volume, check_output_folder, save_volume
+from napari_myelin.align import atlas
+from napari_myelin.reconst.dipole import sphere_field
+from napari_myelin.utils.errors import InputError
+from napari_myelin.utils.progress import step
+from napari_myelin.io.volume import Volume, check_output_folder, save_volume
 
 # --------------------------------------------------------------------------------------------------
 # tissue constants
@@ -206,7 +206,7 @@ def simulate_mese(fractions, t2, t1, refocusing_deg, n_echoes: int = MESE_ECHOES
     -------
     ndarray, shape (N, n_echoes)
     """
-    from .epg import epg_decay_curve
+    from napari_myelin.reconst.epg import epg_decay_curve
 
     fractions, t2, t1 = (np.atleast_2d(np.asarray(a, float)) for a in (fractions, t2, t1))
     alpha = np.asarray(refocusing_deg, float).reshape(-1)
@@ -238,7 +238,7 @@ def simulate_spgr(m0_tissue, f_m, t1_ie, m0_csf, flip_angles_deg, tr, b1=None, *
     -------
     ndarray, shape ``broadcast(...) + (n_flip,)``
     """
-    from .qpm import spgr_signal, spgr_two_pool_signal
+    from napari_myelin.reconst.qpm import spgr_signal, spgr_two_pool_signal
 
     tissue = spgr_two_pool_signal(m0_tissue, f_m, flip_angles_deg, tr, t1_m=t1_m, t1_ie=t1_ie, tau_m=tau_m, b1=b1)
     csf = spgr_signal(m0_csf, t1_csf, flip_angles_deg, tr, b1=b1)
@@ -306,7 +306,7 @@ def simulate_field(chi_fine: np.ndarray, fine_affine: np.ndarray, factor: int = 
     The dipole kernel uses B0 = world z expressed in the (possibly oblique) voxel axes
     (:func:`.dipole.b0_direction`) and automatic zero padding (:func:`.dipole.forward_field`).
     """
-    from .dipole import b0_direction, forward_field
+    from napari_myelin.reconst.dipole import b0_direction, forward_field
 
     zooms = np.sqrt((fine_affine[:3, :3] ** 2).sum(axis=0))
     f = forward_field(chi_fine.astype(np.float32), zooms, b0_direction(fine_affine), pad="auto")
@@ -1026,9 +1026,9 @@ def write_phantom(out_dir: str | os.PathLike, seed: int = 0, size: str = "small"
     dict of str to Path
         Acquisition name -> written file.
     """
-    from ..import __version__
-    from .lut import write_lut
-    from .progress import subrange
+    from napari_myelin import __version__
+    from napari_myelin.io.lut import write_lut
+    from napari_myelin.utils.progress import subrange
 
     out = check_output_folder(out_dir)
     ph = make_phantom(seed=seed, size=size, snr=snr, lesions=lesions, progress=subrange(progress, 0, 0.8),

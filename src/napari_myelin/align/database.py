@@ -43,10 +43,10 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from .errors import InputError
-from .progress import ProgressFn, step
-from .resample import resample_to_grid
-from .volume import (
+from napari_myelin.utils.errors import InputError
+from napari_myelin.utils.progress import ProgressFn, step
+from napari_myelin.io.resample import resample_to_grid
+from napari_myelin.io.volume import (
     Volume, atomic_write_bytes, check_output_folder, is_nifti, load_volume, provenance, save_volume,
     strip_nifti_suffix,
 )
@@ -204,7 +204,7 @@ def build_database(
         Grid of the database; default the first subject's first map.
     wm_probability : Volume, optional
         White-matter probability on the template grid for the WM MWF atlas; default
-        :func:`napari_myelin.core.atlas.load_tissue_probability` ("wm", 2 mm) resampled on the grid.
+        :func:`napari_myelin.align.atlas.load_tissue_probability` ("wm", 2 mm) resampled on the grid.
     wm_threshold : float
         WM probability threshold of the WM MWF atlas.
 
@@ -267,7 +267,7 @@ def build_database(
         db.mean[p], db.sd[p], db.count[p] = mean.astype(np.float32), sd.astype(np.float32), n
     if MWF_ATLAS_SOURCE in db.mean:
         if wm_probability is None:
-            from .atlas import load_tissue_probability
+            from napari_myelin.align.atlas import load_tissue_probability
 
             wm_probability = load_tissue_probability("wm", 2)
         wm = _on_grid(wm_probability, reference)

@@ -3,19 +3,20 @@
 Used wherever two images of a subject must share a grid without registration (they were acquired
 in one session, so their affines already place them in one world frame): B1 maps onto SPGR,
 maps onto a labels grid for statistics, template probability maps onto another resolution.
-Registration-based resampling lives in :mod:`napari_myelin.core.registration`.
+Registration-based resampling lives in :mod:`napari_myelin.align.registration`.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
 
-from .errors import InputError
-from .progress import step
-from .volume import Volume
+from napari_myelin.utils.errors import InputError
+from napari_myelin.utils.progress import step
+from napari_myelin.io.volume import Volume
 
 
 def resample_to_grid(
@@ -101,3 +102,25 @@ def resample_like(moving: Volume, reference: Volume, *, order: int = 1, name: st
         raise InputError(f"{name}: its field of view does not overlap the reference image; check that it belongs "
                          "to this session.")
     return out
+
+
+def b1_on_grid(b1, spgr) -> np.ndarray:
+    """The B1 map (:class:`Volume`) as an array on the SPGR grid.
+
+    A B1 map on another grid (typical: a low-resolution AFI / Bloch-Siegert / DREAM map) is
+    resampled to the SPGR grid by world coordinates with linear interpolation, with a warning;
+    maps whose field of view does not overlap raise :class:`InputError`.
+    """
+    src = str(b1.path) if b1.path else "B1 map"
+    data = np.asarray(b1.data)
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    same = data.shape == tuple(spgr.shape[:3]) and np.allclose(b1.affine, spgr.affine, atol=1e-4)
+    if same:
+        return data.astype(float)
+    warnings.warn(
+        f"{src}: its grid {data.shape} differs from the SPGR grid {tuple(spgr.shape[:3])}; resampled to the SPGR grid "
+        "by world coordinates (linear interpolation).",
+        stacklevel=2,
+    )
+    return resample_like(b1, spgr, order=1, name=src)

@@ -58,10 +58,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
-from .maps import Maps
-from .resample import resample_like
-from .progress import step, subrange
+from napari_myelin.utils.errors import InputError
+from napari_myelin.io.maps import Maps
+from napari_myelin.utils.progress import step, subrange
 
 #: Default pool parameters (s), Deoni et al. 2008 (white matter, see the module docstring).
 T1_MYELIN = 0.5
@@ -391,7 +390,7 @@ def fit_vfa(
     chunk_size : int
         Voxels per batch (bounds memory).
     progress, cancel
-        See :mod:`napari_myelin.core.progress`.
+        See :mod:`napari_myelin.utils.progress`.
 
     Returns
     -------
@@ -801,7 +800,7 @@ class MwfCalibration:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the calibration as JSON (atomically)."""
-        from .volume import atomic_write_bytes
+        from napari_myelin.io.volume import atomic_write_bytes
 
         path = Path(path)
         atomic_write_bytes(path, json.dumps(self.to_dict(), indent=2).encode("utf-8"))
@@ -1009,7 +1008,7 @@ def load_spgr(paths, *, flip_angles_deg=None, tr=None):
     (Volume, ndarray, float)
         The 4D series, its flip angles (deg) and TR (s).
     """
-    from .volume import Volume, load_volume
+    from napari_myelin.io.volume import Volume, load_volume
 
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not paths:
@@ -1033,25 +1032,3 @@ def load_spgr(paths, *, flip_angles_deg=None, tr=None):
         vol = Volume(np.stack([v.data for v in vols], axis=-1), vols[0].affine, vols[0].header, meta, vols[0].path)
     fa, tr = spgr_protocol(meta, vol.shape[3], flip_angles_deg=flip_angles_deg, tr=tr, source=str(vol.path))
     return vol, fa, tr
-
-
-def b1_on_grid(b1, spgr) -> np.ndarray:
-    """The B1 map (:class:`Volume`) as an array on the SPGR grid.
-
-    A B1 map on another grid (typical: a low-resolution AFI / Bloch-Siegert / DREAM map) is
-    resampled to the SPGR grid by world coordinates with linear interpolation, with a warning;
-    maps whose field of view does not overlap raise :class:`InputError`.
-    """
-    src = str(b1.path) if b1.path else "B1 map"
-    data = np.asarray(b1.data)
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    same = data.shape == tuple(spgr.shape[:3]) and np.allclose(b1.affine, spgr.affine, atol=1e-4)
-    if same:
-        return data.astype(float)
-    warnings.warn(
-        f"{src}: its grid {data.shape} differs from the SPGR grid {tuple(spgr.shape[:3])}; resampled to the SPGR grid "
-        "by world coordinates (linear interpolation).",
-        stacklevel=2,
-    )
-    return resample_like(b1, spgr, order=1, name=src)

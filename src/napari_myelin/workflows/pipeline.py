@@ -1,10 +1,10 @@
 """One subject end to end: estimators, registration, tract atlas, fusion, statistics.
 
 :func:`run_subject` runs every estimator whose inputs are present in a BIDS-like subject folder
-(:mod:`napari_myelin.core.subject`), co-registers the modalities to one subject reference,
+(:mod:`napari_myelin.io.bids`), co-registers the modalities to one subject reference,
 normalises the reference to the MNI ICBM152 template, brings the tract atlas onto every native
 grid, computes the MWF-calibrated QPM map and the CNN-fused integrated myelin map, and writes
-tract statistics with normative z-scores. Each step is resumable (:mod:`napari_myelin.core.steps`):
+tract statistics with normative z-scores. Each step is resumable (:mod:`napari_myelin.workflows.steps`):
 a second run on the same folder does no work, an interrupted one resumes.
 
 Outputs (BIDS-derivatives style, ``OUT/``)::
@@ -35,13 +35,13 @@ from typing import Callable
 
 import numpy as np
 
-from .. import __version__
-from .errors import InputError
-from .maps import Maps
-from .progress import ProgressFn, step, subrange
-from .steps import StepResult, StepRunner
-from .subject import SubjectFiles, find_subject, first_volume, load_multi
-from .volume import Volume, atomic_write_bytes, check_output_folder, load_volume, save_maps, save_volume
+from napari_myelin import __version__
+from napari_myelin.utils.errors import InputError
+from napari_myelin.io.maps import Maps
+from napari_myelin.utils.progress import ProgressFn, step, subrange
+from napari_myelin.workflows.steps import StepResult, StepRunner
+from napari_myelin.io.bids import SubjectFiles, find_subject, first_volume, load_multi
+from napari_myelin.io.volume import Volume, atomic_write_bytes, check_output_folder, load_volume, save_maps, save_volume
 
 TEMPLATE_SPACE = "MNI152NLin2009aSym"
 
@@ -114,7 +114,7 @@ class _Subject:
 # estimator steps
 # --------------------------------------------------------------------------------------------------
 def _step_mwf(s: _Subject, progress: ProgressFn | None, cancel) -> list[Path]:
-    from .mwf import myelin_water, to_percent
+    from napari_myelin.reconst.mwf import myelin_water, to_percent
 
     vol = s.acquisition("mese")
     te = vol.echo_times
@@ -126,7 +126,7 @@ def _step_mwf(s: _Subject, progress: ProgressFn | None, cancel) -> list[Path]:
 
 
 def _step_dki(s: _Subject, progress, cancel) -> list[Path]:
-    from .dki import fit_dki
+    from napari_myelin.reconst.dki import fit_dki
 
     vol = s.acquisition("dwi")
     if vol.bvals is None:
@@ -137,7 +137,7 @@ def _step_dki(s: _Subject, progress, cancel) -> list[Path]:
 
 
 def _step_qsm(s: _Subject, progress, cancel) -> list[Path]:
-    from .qsm import fit_qsm
+    from napari_myelin.reconst.qsm import fit_qsm
 
     mag, phase = load_multi(s.files.gre_mag), load_multi(s.files.gre_phase)
     te = phase.echo_times if phase.echo_times is not None else mag.echo_times
@@ -151,7 +151,8 @@ def _step_qsm(s: _Subject, progress, cancel) -> list[Path]:
 
 
 def _step_qpm(s: _Subject, progress, cancel) -> list[Path]:
-    from .qpm import b1_on_grid, load_spgr, qpm
+    from napari_myelin.io.resample import b1_on_grid
+    from napari_myelin.reconst.qpm import load_spgr, qpm
 
     vol, fa, tr = load_spgr(s.files.spgr)
     b1 = b1_on_grid(load_volume(s.files.b1[0]), vol) if s.files.b1 else None
@@ -198,7 +199,7 @@ class SubjectRegistrations:
     """
 
     def __init__(self, s: _Subject, preset: str, seed: int, progress=None, cancel=None) -> None:
-        from .registration import coregister, register_to_template
+        from napari_myelin.align.registration import coregister, register_to_template
 
         self.ref = _reference_key(s)
         grids = _grids(s)
@@ -240,8 +241,8 @@ def _step_register(s: _Subject, regs: SubjectRegistrations, preset: str) -> list
 
 
 def _step_tracts(s: _Subject, regs: SubjectRegistrations) -> list[Path]:
-    from .atlas import load_tract_atlas
-    from .lut import write_lut
+    from napari_myelin.align.atlas import load_tract_atlas
+    from napari_myelin.io.lut import write_lut
 
     labels, lut = load_tract_atlas(2)
     written = []
@@ -255,7 +256,7 @@ def _step_tracts(s: _Subject, regs: SubjectRegistrations) -> list[Path]:
 
 
 def _step_calibrate(s: _Subject, regs: SubjectRegistrations) -> list[Path]:
-    from .qpm import fit_mwf_calibration
+    from napari_myelin.reconst.qpm import fit_mwf_calibration
 
     mwf_ref = regs.coreg["mese"].apply(s.load("mese", "mwf")) if regs.ref != "mese" else s.load("mese", "mwf")
     mwf_vfa = regs.to_grid(mwf_ref, "vfa")
@@ -268,7 +269,7 @@ def _step_calibrate(s: _Subject, regs: SubjectRegistrations) -> list[Path]:
 
 
 def _step_fusion(s: _Subject, regs: SubjectRegistrations, progress, cancel) -> list[Path]:
-    from .fusion import fuse
+    from napari_myelin.fusion.model import fuse
 
     sources = {"mwf": ("mese", "mwf"), "fa": ("dwi", "fa"), "mk": ("dwi", "mk"), "qpm": ("vfa", "qpm_myelin")}
     if s.has("megre", "chi"):
@@ -302,8 +303,8 @@ def load_json_units(path: Path) -> str:
 
 
 def _step_stats(s: _Subject) -> list[Path]:
-    from .normative import compare_to_normative, read_normative
-    from .stats import roi_statistics, write_csv
+    from napari_myelin.stats.normative import compare_to_normative, read_normative
+    from napari_myelin.stats.roi import roi_statistics, write_csv
 
     tables = []
     for grid, names in TRACT_MAPS.items():
@@ -314,7 +315,7 @@ def _step_stats(s: _Subject) -> list[Path]:
             continue
         labels = s.load(grid, "tracts")
         lut_path = s.path(grid, "tracts", ".tsv")
-        from .lut import read_lut
+        from napari_myelin.io.lut import read_lut
 
         table = roi_statistics(labels, present, lut=read_lut(lut_path),
                                units={n: load_json_units(s.path(grid, n, ".json")) for n in present},

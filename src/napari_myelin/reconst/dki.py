@@ -55,9 +55,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
-from .maps import Maps
-from .progress import ProgressFn, step, subrange
+from napari_myelin.utils.errors import InputError
+from napari_myelin.io.maps import Maps
+from napari_myelin.utils.progress import ProgressFn, step, subrange
 
 #: dipy's floor on the signal before taking its logarithm (``dipy.reconst.dti.MIN_POSITIVE_SIGNAL``).
 MIN_SIGNAL = 1e-4
@@ -639,7 +639,7 @@ def fit_dki(
         Voxels per batch; each of the (up to ``os.cpu_count()``) worker threads holds about
         ``chunk_size * (4 * N + 700) * 8`` bytes.
     progress, cancel
-        See :mod:`napari_myelin.core.progress`.
+        See :mod:`napari_myelin.utils.progress`.
 
     Returns
     -------

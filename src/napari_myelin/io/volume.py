@@ -31,7 +31,7 @@ from typing import Any, Iterable, Sequence
 import nibabel as nib
 import numpy as np
 
-from .errors import InputError
+from napari_myelin.utils.errors import InputError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -378,7 +378,7 @@ def provenance(
     extra: dict | None = None,
 ) -> dict:
     """The JSON sidecar of an output map: units, description, method, parameters, software, inputs."""
-    from .. import __version__
+    from napari_myelin import __version__
 
     side = {
         "Units": units,
@@ -430,7 +430,7 @@ def save_map(
 
 
 def save_maps(maps, out_dir: str | os.PathLike, reference: Volume, *, inputs=(), prefix: str = "") -> list[Path]:
-    """Save every map of an estimator result (:class:`~napari_myelin.core.maps.Maps`) into ``out_dir``.
+    """Save every map of an estimator result (:class:`~napari_myelin.io.maps.Maps`) into ``out_dir``.
 
     Each map ``name`` goes to ``out_dir/{prefix}{name}.nii.gz`` with ``{prefix}{name}.json``. Maps that
     are not spatial (1D arrays such as the T2 times) are written into every sidecar's parameters.

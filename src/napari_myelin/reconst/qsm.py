@@ -20,7 +20,7 @@ Pipeline (each step is a public function usable alone; :func:`fit_qsm` chains th
 
 Conventions: phase ``phi = +2 pi f TE`` (a positive field offset gives a positive phase; pass
 ``phase_sign=-1`` to :func:`fit_qsm` for the opposite vendor convention); fields in Hz or ppm of B0;
-susceptibility in ppm (SI); the dipole kernel and B0 direction from :mod:`napari_myelin.core.dipole`.
+susceptibility in ppm (SI); the dipole kernel and B0 direction from :mod:`napari_myelin.reconst.dipole`.
 FFT work uses ``scipy.fft`` (real transforms, single precision, all cores) on the mask's bounding box
 plus padding; the dipole kernel and sphere kernels are computed once per grid and reused.
 
@@ -49,10 +49,11 @@ import numpy as np
 import scipy.fft as sfft
 from scipy import ndimage
 
-from .dipole import FFT_WORKERS, b0_direction, dipole_kernel, padded_shape
-from .errors import InputError
-from .maps import Maps
-from .progress import step, subrange
+from napari_myelin.reconst.masking import brain_mask
+from napari_myelin.reconst.dipole import FFT_WORKERS, b0_direction, dipole_kernel, padded_shape
+from napari_myelin.utils.errors import InputError
+from napari_myelin.io.maps import Maps
+from napari_myelin.utils.progress import step, subrange
 
 #: Gyromagnetic ratio of 1H over 2 pi (MHz/T = Hz/uT).
 GAMMA_BAR_MHZ_PER_T = 42.57747892
@@ -195,50 +196,6 @@ def phase_to_radians(phase: np.ndarray, name: str = "phase") -> np.ndarray:
         f"{name}: values {lo:.4g}..{hi:.4g} are neither radians (-pi..pi) nor scanner integers (0..4095 or "
         "-4096..4095); give the raw phase image."
     )
-
-
-# --------------------------------------------------------------------------------------------------
-# 2. brain mask
-# --------------------------------------------------------------------------------------------------
-
-
-def brain_mask(magnitude: np.ndarray, *, median_radius: int = 2, numpass: int = 2,
-               max_voxels: int = 4_000_000) -> np.ndarray:
-    """Brain mask from the magnitude (3D, or 4D echoes combined by root-sum-of-squares).
-
-    dipy's ``median_otsu`` (median filter + Otsu threshold), then the largest connected component
-    with its holes filled. No erosion: the cortical edge is kept. Volumes above ``max_voxels`` are
-    processed on a 2x block-averaged magnitude with the median radius halved (the same physical
-    filter; the mask edge is then known to 2 voxels), which makes the median filter ~20x cheaper.
-    """
-    from dipy.segment.mask import median_otsu
-
-    mag = np.asarray(magnitude, dtype=np.float32)
-    shape = mag.shape[:3]
-    factor = 2 if int(np.prod(shape)) > max_voxels else 1
-    if factor > 1:  # block-average each echo first, then combine: the median filter is the cost
-        crop = tuple(n - n % 2 for n in shape)
-        m = mag[: crop[0], : crop[1], : crop[2]]
-        m = m.reshape((crop[0] // 2, 2, crop[1] // 2, 2, crop[2] // 2, 2) + mag.shape[3:]).mean(axis=(1, 3, 5))
-        median_radius = max(1, int(round(median_radius / 2)))
-    else:
-        m = mag
-    if m.ndim == 4:
-        m = np.sqrt((m * m).sum(-1))
-    _, mask = median_otsu(m, median_radius=median_radius, numpass=numpass)
-    lab, n = ndimage.label(mask)
-    if n == 0:
-        raise InputError("magnitude: no brain was found by Otsu thresholding; supply a brain mask.")
-    if n > 1:
-        sizes = ndimage.sum_labels(np.ones_like(lab), lab, index=np.arange(1, n + 1))
-        mask = lab == (1 + int(np.argmax(sizes)))
-    mask = ndimage.binary_fill_holes(mask)
-    if factor > 1:
-        up = np.zeros(shape, bool)
-        big = mask.repeat(2, 0).repeat(2, 1).repeat(2, 2)
-        up[: big.shape[0], : big.shape[1], : big.shape[2]] = big
-        mask = up
-    return mask
 
 
 # --------------------------------------------------------------------------------------------------

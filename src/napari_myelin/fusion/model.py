@@ -48,9 +48,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import InputError
-from .maps import Maps
-from .progress import step, subrange
+from napari_myelin.utils.errors import InputError
+from napari_myelin.io.maps import Maps
+from napari_myelin.utils.progress import step, subrange
 
 #: All channels a fusion model may read, in network order.
 CHANNELS = ("mwf", "fa", "mk", "qpm", "qsm")
@@ -242,7 +242,7 @@ def new_model(
         norm.update({c: {"mean": float(v["mean"]), "std": float(v["std"])} for c, v in normalisation.items()})
     torch.manual_seed(seed)
     net = make_net(len(channels) + 1 + len(optional), width=width, dropout=dropout)
-    from .. import __version__
+    from napari_myelin import __version__
 
     card = {
         "format": CARD_FORMAT,
@@ -270,7 +270,7 @@ def save_model(model: FusionModel, weights: str | os.PathLike) -> Path:
     """Write ``weights`` (safetensors) and its model card (JSON), each atomically."""
     from safetensors.torch import save as st_save
 
-    from .volume import atomic_write_bytes
+    from napari_myelin.io.volume import atomic_write_bytes
 
     weights = Path(weights)
     if weights.suffix != ".safetensors":
@@ -382,7 +382,7 @@ def _declared_unit(units: str | None) -> str | None:
 def check_grids(volumes: Mapping[str, Any]) -> None:
     """Refuse channels that do not share one grid (shape and affine).
 
-    ``volumes`` maps a channel name to a :class:`~napari_myelin.core.volume.Volume` or an array.
+    ``volumes`` maps a channel name to a :class:`~napari_myelin.io.volume.Volume` or an array.
     """
     ref_name, ref = None, None
     for name, v in volumes.items():
@@ -740,7 +740,7 @@ def save_checkpoint(folder: str | os.PathLike, model: FusionModel, opt, state: d
     """Resumable checkpoint: ``checkpoint.safetensors`` (weights, best weights, optimizer) + ``checkpoint.json``."""
     from safetensors.torch import save as st_save
 
-    from .volume import atomic_write_bytes
+    from napari_myelin.io.volume import atomic_write_bytes
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -1106,8 +1106,8 @@ def fuse_native(
     ----------
     volumes : mapping
         ``mwf``, ``fa``, ``mk``, ``qpm`` (and optionally ``qsm``) as
-        :class:`~napari_myelin.core.volume.Volume` on one native grid.
-    registration : napari_myelin.core.registration.Registration
+        :class:`~napari_myelin.io.volume.Volume` on one native grid.
+    registration : napari_myelin.align.registration.Registration
         Subject -> template registration (``register_to_template``) whose moving image lies in the maps'
         space; maps go in with ``registration.apply(..., "linear")`` and the results come back with
         ``registration.to_native(..., "linear")``.
@@ -1117,7 +1117,7 @@ def fuse_native(
     Maps
         ``imwf``, ``imwf_sd`` (%) on the native grid of ``volumes["mwf"]``.
     """
-    from .volume import Volume
+    from napari_myelin.io.volume import Volume
 
     vols = {c: v for c, v in volumes.items() if v is not None}
     check_grids(vols)
@@ -1135,7 +1135,7 @@ def fuse_native(
     for name in ("imwf", "imwf_sd"):
         back = registration.to_native(Volume(res[name], tmpl.affine.copy()), "linear")
         if back.shape[:3] != ref.shape[:3] or not np.allclose(back.affine, ref.affine, atol=1e-3):
-            from .resample import resample_like
+            from napari_myelin.io.resample import resample_like
 
             arr = resample_like(back, ref, order=1, name=name)
         else:

@@ -8,7 +8,7 @@ back onto each unresampled map:
    transform (6 degrees of freedom) that maximises the Mattes mutual information, so images of
    different contrast align.
 2. :func:`register_to_template` aligns the subject reference to the shipped MNI ICBM152 2009a T1
-   template (:func:`napari_myelin.core.atlas.load_template`): rigid, affine, then symmetric
+   template (:func:`napari_myelin.align.atlas.load_template`): rigid, affine, then symmetric
    diffeomorphic normalisation (SyN) depending on the preset
 
    ==========  ================================  =============================================
@@ -71,9 +71,9 @@ os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", str(os.cpu_count()
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .errors import InputError  # noqa: E402
-from .progress import ProgressFn, step, subrange  # noqa: E402
-from .volume import Volume, atomic_write_bytes, check_output_folder  # noqa: E402
+from napari_myelin.utils.errors import InputError  # noqa: E402
+from napari_myelin.utils.progress import ProgressFn, step, subrange  # noqa: E402
+from napari_myelin.io.volume import Volume, atomic_write_bytes, check_output_folder  # noqa: E402
 
 #: Preset name -> ANTs ``type_of_transform``.
 PRESETS = {
@@ -87,7 +87,7 @@ PRESETS = {
 INTERPOLATIONS = ("linear", "genericLabel", "nearestNeighbor", "bSpline", "mask")
 
 #: Below this normalised mutual information (0 = independent, 1 = identical) a registration is
-#: reported as failed (:class:`~napari_myelin.core.errors.InputError`).
+#: reported as failed (:class:`~napari_myelin.utils.errors.InputError`).
 MIN_SIMILARITY = 0.02
 #: Between :data:`MIN_SIMILARITY` and this value a :class:`RegistrationWarning` is issued.
 WARN_SIMILARITY = 0.08
@@ -558,7 +558,7 @@ def register_to_template(
         ``fast``: ANTs ``antsRegistrationSyNQuick[s]`` (rigid + affine + SyN, mutual information);
         ``accurate``: ``SyN`` with a full-resolution level; ``affine``: 12 parameters only.
     template : Volume, optional
-        Target image; default :func:`napari_myelin.core.atlas.load_template` at ``resolution_mm``.
+        Target image; default :func:`napari_myelin.align.atlas.load_template` at ``resolution_mm``.
     resolution_mm : int
         Template grid spacing (mm) when ``template`` is not given.
     out_dir : path, optional
@@ -572,7 +572,7 @@ def register_to_template(
         Refuse a registration that covers < 50 % of the template brain or whose normalised mutual
         information is below :data:`MIN_SIMILARITY`, and warn below :data:`WARN_SIMILARITY`.
     progress, cancel
-        See :mod:`napari_myelin.core.progress`. The ANTs call itself cannot be interrupted; a
+        See :mod:`napari_myelin.utils.progress`. The ANTs call itself cannot be interrupted; a
         cancel takes effect when it returns.
 
     Returns
@@ -589,7 +589,7 @@ def register_to_template(
     transform, kwargs = _preset_transform(preset)
     mask = None
     if template is None:
-        from .atlas import load_brain_mask, load_template
+        from napari_myelin.align.atlas import load_brain_mask, load_template
 
         template = load_template(resolution_mm=resolution_mm)
         mask = load_brain_mask(resolution_mm=resolution_mm).data
@@ -660,7 +660,7 @@ ATLASES = {"hcp842": "HCP842-derived tracts (shipped)", "jhu": "FSL JHU ICBM-DTI
 
 def available_atlases() -> dict[str, str]:
     """The atlas choices usable on this machine (``jhu`` only when FSL's atlas files are found)."""
-    from .atlas import load_jhu_labels
+    from napari_myelin.align.atlas import load_jhu_labels
 
     found = {"hcp842": ATLASES["hcp842"]}
     try:
@@ -683,11 +683,11 @@ def load_atlas(
     Parameters
     ----------
     atlas : {"hcp842", "jhu"} or path
-        ``hcp842``: :func:`napari_myelin.core.atlas.load_tract_atlas`; ``jhu``:
-        :func:`napari_myelin.core.atlas.load_jhu_labels` (needs FSL); a path: a user label image in
-        MNI ICBM152 space, read with :func:`napari_myelin.core.atlas.load_labels` and ``lut``.
+        ``hcp842``: :func:`napari_myelin.align.atlas.load_tract_atlas`; ``jhu``:
+        :func:`napari_myelin.align.atlas.load_jhu_labels` (needs FSL); a path: a user label image in
+        MNI ICBM152 space, read with :func:`napari_myelin.align.atlas.load_labels` and ``lut``.
     """
-    from . import atlas as _atlas
+    from napari_myelin.align import atlas as _atlas
 
     if isinstance(atlas, str) and atlas.lower() == "hcp842":
         return _atlas.load_tract_atlas(resolution_mm)

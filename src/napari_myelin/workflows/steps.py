@@ -6,7 +6,7 @@ SHA-256 of each input, the parameters and the list of outputs; it is written las
 On the next run a step is skipped when its manifest exists, its inputs and parameters are
 unchanged and every output it lists is still there. An interrupted step has no manifest, so it
 runs again (every output file is itself written atomically, see
-:func:`napari_myelin.core.volume.atomic_write_bytes`).
+:func:`napari_myelin.io.volume.atomic_write_bytes`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .progress import ProgressFn
-from .volume import atomic_write_bytes, file_sha256
+from napari_myelin.utils.progress import ProgressFn
+from napari_myelin.io.volume import atomic_write_bytes, file_sha256
 
 
 @dataclass

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import InputError
-from .volume import strip_nifti_suffix
+from napari_myelin.utils.errors import InputError
+from napari_myelin.io.volume import strip_nifti_suffix
 
 
 def read_lut(path: str | os.PathLike) -> pd.DataFrame:
@@ -43,7 +43,7 @@ def read_lut(path: str | os.PathLike) -> pd.DataFrame:
 
 def write_lut(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write a lookup table as ``.tsv`` (UTF-8, tab separated)."""
-    from .volume import atomic_write_bytes
+    from napari_myelin.io.volume import atomic_write_bytes
 
     path = Path(path)
     atomic_write_bytes(path, table.to_csv(sep="\t", index=False).encode("utf-8"))

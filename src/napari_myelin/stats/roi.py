@@ -15,7 +15,7 @@ grid is resampled onto it through world (scanner, mm) coordinates with trilinear
 field of view get no value and are left out (``n_used``). With ``grid="maps"`` the statistics are
 computed on the first map's grid instead and the *labels* are resampled with nearest-neighbour
 interpolation (labels are never interpolated linearly). Maps that do not overlap the labelled
-voxels at all are refused with an :class:`~napari_myelin.core.errors.InputError`. Plain arrays
+voxels at all are refused with an :class:`~napari_myelin.utils.errors.InputError`. Plain arrays
 (without an affine) must share the labels' shape.
 
 Statistics
@@ -60,11 +60,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sstats
 
-from .errors import InputError
-from .maps import Maps
-from .progress import step, subrange
-from .resample import resample_to_grid
-from .volume import Volume, atomic_write_bytes
+from napari_myelin.utils.errors import InputError
+from napari_myelin.io.maps import Maps
+from napari_myelin.utils.progress import step, subrange
+from napari_myelin.io.resample import resample_to_grid
+from napari_myelin.io.volume import Volume, atomic_write_bytes
 
 #: Columns of the long layout (one row per subject, label and map), in order.
 LONG_COLUMNS = (

@@ -13,7 +13,7 @@ acquisition   files
 ``dwi``       ``dwi/*_dwi.nii.gz`` with ``.bval``/``.bvec`` beside it
 ============  ==================================================================================
 
-The phantom (:func:`napari_myelin.core.phantom.write_phantom`) writes exactly this layout.
+The phantom (:func:`napari_myelin.sims.phantom.write_phantom`) writes exactly this layout.
 
 References
 ----------
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .volume import Volume, load_echo_series, load_volume
+from napari_myelin.utils.errors import InputError
+from napari_myelin.io.volume import Volume, load_echo_series, load_volume
 
 _NII = ("*.nii.gz", "*.nii")
 

@@ -3,7 +3,7 @@
 A *normative table* holds, per label and map, the mean and standard deviation across healthy
 subjects of the per-subject ROI means (long layout: ``label, name, map, units, n_subjects, mean,
 sd, statistic, source``). :func:`build_normative` makes one from several subjects' statistics
-tables (:func:`napari_myelin.core.stats.roi_statistics` or their CSVs); :func:`compare_to_normative`
+tables (:func:`napari_myelin.stats.roi.roi_statistics` or their CSVs); :func:`compare_to_normative`
 scores a new subject:
 
 * ``z = (x - mean_norm) / sd_norm`` per label and map, ``x`` the subject's ROI mean;
@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sstats
 
-from .errors import InputError
-from .stats import read_stats_csv
+from napari_myelin.utils.errors import InputError
+from napari_myelin.stats.roi import read_stats_csv
 
 #: Columns of a normative table, in order.
 NORMATIVE_COLUMNS = ("label", "name", "map", "units", "n_subjects", "mean", "sd", "statistic", "source")

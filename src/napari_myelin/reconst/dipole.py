@@ -45,7 +45,7 @@ from typing import Sequence
 import numpy as np
 import scipy.fft as sfft
 
-from .errors import InputError
+from napari_myelin.utils.errors import InputError
 
 #: Worker threads used by scipy.fft in this module (all cores by default).
 FFT_WORKERS = max(1, os.cpu_count() or 1)

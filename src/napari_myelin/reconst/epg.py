@@ -1,6 +1,6 @@
 """Extended phase graph (EPG) echo decay curves of a CPMG multi-echo spin-echo train.
 
-The forward model of the multi-echo T2 fit (:mod:`napari_myelin.core.mwf`) and of the phantom's
+The forward model of the multi-echo T2 fit (:mod:`napari_myelin.reconst.mwf`) and of the phantom's
 multi-echo spin-echo simulator. Semantics follow DECAES.jl's ``EPGdecaycurve(ETL, alpha, TE, T2, T1,
 beta)`` exactly:
 

@@ -10,7 +10,7 @@ all voxels are fitted together as batched array work:
    (breadth-first bisection to ``min(5, n_ref_angles)`` angles, then the grid cell around the
    surrogate's minimum), and ``alpha`` is the minimum of the cubic Hermite spline surrogate
    through the evaluated points (DECAES ``CubicHermiteSplineSurrogate`` + ``bisection_search``);
-3. the EPG basis ``A(alpha)`` (:func:`napari_myelin.core.epg.epg_decay_curve`, ``n_t2`` log-spaced
+3. the EPG basis ``A(alpha)`` (:func:`napari_myelin.reconst.epg.epg_decay_curve`, ``n_t2`` log-spaced
    T2 times in ``t2_range``, T1 fixed) and the T2 distribution
    ``x = argmin_{x>=0} ||A x - b||^2 + mu^2 ||x||^2`` with ``mu`` chosen by ``reg``:
 
@@ -26,7 +26,7 @@ all voxels are fitted together as batched array work:
 4. outputs are rescaled by ``decay_scale``.
 
 The non-negative least-squares problems of a chunk of voxels are solved together by one call of the
-compiled batched Lawson-Hanson solver :func:`napari_myelin.core.nnls.batched_nnls` (float64, normal
+compiled batched Lawson-Hanson solver :func:`napari_myelin.reconst.nnls.batched_nnls` (float64, normal
 equations, warm-started from the previous solve of the same voxel); the scalar searches around it
 (angle surrogate, bracketing, Brent) advance all voxels of a chunk in lock step as array operations.
 Voxels with NaN/Inf echoes or no positive signal are skipped (NaN outputs) and counted in
@@ -52,11 +52,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numba import njit
 
-from .epg import _signed_curve_and_derivative, epg_decay_curve, epg_decay_curve_and_derivative
-from .errors import InputError
-from .maps import Maps
-from .nnls import batched_nnls, residual_norms
-from .progress import step
+from napari_myelin.reconst.epg import _signed_curve_and_derivative, epg_decay_curve, epg_decay_curve_and_derivative
+from napari_myelin.utils.errors import InputError
+from napari_myelin.io.maps import Maps
+from napari_myelin.reconst.nnls import batched_nnls, residual_norms
+from napari_myelin.utils.progress import step
 
 __all__ = [
     "fit_t2_distribution",
@@ -1013,8 +1013,8 @@ def to_percent(maps: Maps, names=("mwf", "iewf")) -> Maps:
 
 def automatic_mask(signal) -> np.ndarray:
     """Brain mask of a multi-echo series: median-Otsu on the echoes' root-sum-of-squares (see
-    :func:`napari_myelin.core.qsm.brain_mask`)."""
-    from .qsm import brain_mask
+    :func:`napari_myelin.reconst.masking.brain_mask`)."""
+    from napari_myelin.reconst.masking import brain_mask
 
     sig = np.nan_to_num(np.asarray(signal, dtype=np.float64))
     if sig.ndim != 4:

@@ -1,10 +1,10 @@
-"""Pictures of a pipeline result: a napari screenshot (three orthogonal views) and a tract chart.
+"""napari adapter: a screenshot of a pipeline result (three orthogonal views).
 
 ``report.png``: the MNI ICBM152 T1 template with the subject's MWF (warped to the template) as a
 colour overlay and the tract atlas as outlines, axial, coronal and sagittal views through the
 centre, side by side, rendered by napari in a real window (a hidden canvas renders black), so it needs
-a display; ``make demo`` runs it under ``xvfb-run``.
-``tracts.png``: mean MWF per tract (bar) with the integrated myelin map (and the truth, when given).
+a display; ``make demo`` runs it under ``xvfb-run``. The tract chart that goes with it is
+:func:`napari_myelin.workflows.report.tract_chart` (no Qt).
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from ._layers import volume_to_layer
-from .core.atlas import load_template, load_tract_atlas
-from .core.volume import atomic_write_bytes, load_volume
+from napari_myelin._layers import volume_to_layer
+from napari_myelin.align.atlas import load_template, load_tract_atlas
+from napari_myelin.io.volume import atomic_write_bytes, load_volume
 
 
 def _png_bytes(image: np.ndarray) -> bytes:
@@ -72,39 +71,4 @@ def render_report(mwf_template: str | Path, out_png: str | Path, *, size: int = 
         viewer.close()
     out = Path(out_png)
     atomic_write_bytes(out, _png_bytes(image[..., :3]))
-    return out
-
-
-def tract_chart(tracts_csv: str | Path, out_png: str | Path, *, truth: pd.Series | None = None,
-                maps: tuple[str, ...] = ("mwf", "imwf", "mwf_qpm")) -> Path:
-    """Bar chart of tract means (MWF %, integrated MWF %, calibrated QPM %) with optional truth dots."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import io
-
-    import matplotlib.pyplot as plt
-
-    table = pd.read_csv(tracts_csv)
-    table = table[table["map"].isin(maps) & (table["status"] == "ok")]
-    wide = table.pivot_table(index="name", columns="map", values="mean").reindex(columns=list(maps)).dropna(how="all")
-    order = wide.mean(axis=1).sort_values().index
-    wide = wide.loc[order]
-    fig, ax = plt.subplots(figsize=(8, max(4, 0.22 * len(wide))))
-    height = 0.8 / max(1, wide.shape[1])
-    y = np.arange(len(wide))
-    for i, col in enumerate(wide.columns):
-        ax.barh(y + i * height, wide[col].to_numpy(), height=height, label=col)
-    if truth is not None:
-        ax.plot(truth.reindex(order).to_numpy(), y + 0.4 - height / 2, "k|", markersize=10, label="truth")
-    ax.set_yticks(y + 0.4 - height / 2)
-    ax.set_yticklabels(order, fontsize=7)
-    ax.set_xlabel("mean over tract (%)")
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    out = Path(out_png)
-    atomic_write_bytes(out, buf.getvalue())
     return out

@@ -1,6 +1,6 @@
 """Training cohorts for the fusion network, built from the digital phantom.
 
-:func:`build_training_set` makes one :class:`~napari_myelin.core.fusion.FusionSubject` per phantom seed:
+:func:`build_training_set` makes one :class:`~napari_myelin.fusion.model.FusionSubject` per phantom seed:
 inputs (MWF, FA, MK, QPM myelin map, QSM) on one grid (estimators mode: the 2 mm MNI template, where the
 pipeline fuses; simulated mode: the phantom's multi-echo spin-echo grid), the true MWF as target, brain and
 white-matter masks, tract labels and lesion / normal-appearing white-matter masks.
@@ -26,7 +26,7 @@ Two modes produce the inputs:
 
 ``"estimators"`` (what the shipped weights were trained on)
     The phantom is processed like a real subject (:func:`estimator_subject_arrays`): the project's own
-    estimators run on its simulated acquisitions exactly as :mod:`napari_myelin.core.pipeline` runs them
+    estimators run on its simulated acquisitions exactly as :mod:`napari_myelin.workflows.pipeline` runs them
     (``core.mwf.fit_t2_distribution`` + ``t2_parts``, ``core.dki.fit_dki``, ``core.qpm.qpm`` ->
     ``qpm_myelin``, ``core.qsm.fit_qsm`` -> ``chi``), and the maps are brought to the 2 mm MNI template by
     the pipeline's own registrations (``core.pipeline.SubjectRegistrations``: rigid ``coregister`` of every
@@ -43,9 +43,10 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from .errors import InputError
-from .fusion import FusionSubject
-from .progress import step, subrange
+from napari_myelin.io.resample import b1_on_grid
+from napari_myelin.utils.errors import InputError
+from napari_myelin.fusion.model import FusionSubject
+from napari_myelin.utils.progress import step, subrange
 
 SNR_REFERENCE = 200.0
 
@@ -72,16 +73,16 @@ ESTIMATORS_NOTE = (
 
 def _phantom():
     try:
-        from .phantom import make_phantom
+        from napari_myelin.sims.phantom import make_phantom
     except ImportError:
         raise InputError(
-            "phantom: napari_myelin.core.phantom is not available in this installation; train on a user cohort."
+            "phantom: napari_myelin.sims.phantom is not available in this installation; train on a user cohort."
         ) from None
     return make_phantom
 
 
 def _on_grid(vol, reference, order=1) -> np.ndarray:
-    from .resample import resample_like
+    from napari_myelin.io.resample import resample_like
 
     return np.asarray(resample_like(vol, reference, order=order, name="phantom map"), dtype=np.float32)
 
@@ -140,7 +141,7 @@ def estimator_maps(ph, *, mwf_mask=None, progress=None, cancel=None) -> dict[str
     """Run the project's estimators on a phantom's acquisitions, exactly as the subject pipeline does.
 
     ``core.mwf.fit_t2_distribution`` + ``t2_parts`` (brain mask from ``core.qsm.brain_mask`` of the first
-    echo, as :func:`napari_myelin.core.pipeline._step_mwf`), ``core.dki.fit_dki``, ``core.qpm.qpm`` (with
+    echo, as :func:`napari_myelin.workflows.pipeline._step_mwf`), ``core.dki.fit_dki``, ``core.qpm.qpm`` (with
     the phantom's B1 map, ``qpm_myelin``) and ``core.qsm.fit_qsm`` (``chi``), all with their defaults.
 
     ``mwf_mask`` (bool array on the spin-echo grid), when given, is intersected with the brain mask of the
@@ -152,7 +153,10 @@ def estimator_maps(ph, *, mwf_mask=None, progress=None, cancel=None) -> dict[str
         channel -> (pipeline grid name, Volume on that modality's native grid): ``mwf`` (``mese``),
         ``fa``/``mk`` (``dwi``), ``qpm`` (``vfa``), ``qsm`` (``megre``).
     """
-    from . import dki, mwf, qpm, qsm
+    from napari_myelin.reconst import dki
+    from napari_myelin.reconst import mwf
+    from napari_myelin.reconst import qpm
+    from napari_myelin.reconst import qsm
 
     acq = ph.acq
     out = {}
@@ -171,7 +175,7 @@ def estimator_maps(ph, *, mwf_mask=None, progress=None, cancel=None) -> dict[str
     out["mk"] = ("dwi", dwi.with_data(np.asarray(r["mk"], np.float32)))
     step(progress, cancel, 0.88, "QPM estimator")
     spgr = acq["spgr"]
-    b1 = qpm.b1_on_grid(acq["b1"], spgr) if "b1" in acq else None
+    b1 = b1_on_grid(acq["b1"], spgr) if "b1" in acq else None
     r = qpm.qpm(spgr.data, spgr.metadata["FlipAngle"], spgr.metadata["RepetitionTime"], b1=b1, cancel=cancel)
     out["qpm"] = ("vfa", spgr.with_data(np.asarray(r["qpm_myelin"], np.float32)))
     step(progress, cancel, 0.94, "QSM estimator")
@@ -183,7 +187,7 @@ def estimator_maps(ph, *, mwf_mask=None, progress=None, cancel=None) -> dict[str
 
 
 class _PhantomFiles:
-    """What :class:`napari_myelin.core.pipeline.SubjectRegistrations` asks of a subject's file listing."""
+    """What :class:`napari_myelin.workflows.pipeline.SubjectRegistrations` asks of a subject's file listing."""
 
     def present(self) -> dict[str, bool]:
         return {"mese": True, "dwi": True, "gre": True, "spgr": True, "b1": True}
@@ -204,13 +208,13 @@ class _PhantomAsSubject:
 
 
 def register_phantom(ph, xfm_dir, *, preset: str = "fast", seed: int = 0, progress=None, cancel=None):
-    """The subject pipeline's registrations of a phantom (:class:`napari_myelin.core.pipeline.SubjectRegistrations`).
+    """The subject pipeline's registrations of a phantom (:class:`napari_myelin.workflows.pipeline.SubjectRegistrations`).
 
     Each modality's image is rigidly co-registered (``core.registration.coregister``) to the SPGR volume at
     the largest flip angle, which is registered to the 2 mm MNI ICBM152 template
     (``register_to_template(preset=preset)``). Transforms are written to (and reused from) ``xfm_dir``.
     """
-    from .pipeline import SubjectRegistrations
+    from napari_myelin.workflows.pipeline import SubjectRegistrations
 
     return SubjectRegistrations(_PhantomAsSubject(ph, xfm_dir), preset, seed, progress, cancel)
 
@@ -241,7 +245,7 @@ def _npz_cached(cache_dir, name: str, compute) -> dict:
     import io
     from pathlib import Path
 
-    from .volume import atomic_write_bytes
+    from napari_myelin.io.volume import atomic_write_bytes
 
     if cache_dir is None:
         return compute()
@@ -395,8 +399,8 @@ def user_cohort(table: str, *, wm_threshold: float = 0.5) -> list[FusionSubject]
 
     import pandas as pd
 
-    from .fusion import check_grids, detect_mwf_unit
-    from .volume import load_volume
+    from napari_myelin.fusion.model import check_grids, detect_mwf_unit
+    from napari_myelin.io.volume import load_volume
 
     table_path = Path(table)
     if not table_path.exists():

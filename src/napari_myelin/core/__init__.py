@@ -1,1 +1,0 @@
-"""Pure computation: numpy, scipy, torch, dipy, nibabel, antspyx. Never imports Qt or napari."""

@@ -1,0 +1,2 @@
+"""Orchestration: resumable steps, the subject pipeline, the fusion training cohort and report pictures.
+"""
