@@ -33,6 +33,6 @@ if ! "$VPY" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2
   echo "[setup] installing torch==2.13.0 (CPU build)"
   pip_install "torch==2.13.0"
 fi
-echo "[setup] installing napari-myelin[test]"
-pip_install -e ".[test]"
+echo "[setup] installing napari-myelin[test,docs]"
+pip_install -e ".[test,docs]"
 echo "[setup] done: $("$VPY" -c 'import napari_myelin; print("napari-myelin", napari_myelin.__version__)')"
