@@ -30,8 +30,11 @@ from scipy import ndimage
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
-from napari_myelin.core import qsm  # noqa: E402
+from napari_myelin.reconst import qsm  # noqa: E402
 from napari_myelin.reconst.dipole import dipole_kernel  # noqa: E402
+from napari_myelin.reconst.qsm.grid import _bbox, _cg, _fast_box, _Grid, _paste  # noqa: E402
+from napari_myelin.reconst.qsm.inversion import _grad, _grad_symbol, _grad_t  # noqa: E402
+from napari_myelin.reconst.qsm.unwrap import _align_echo_offsets  # noqa: E402
 from tests._qsm_phantom import make_head  # noqa: E402
 
 # ------------------------------------------------------------------ the peer: previous implementation
@@ -58,7 +61,7 @@ def peer_laplacian_unwrap(phase, voxel):
     phase = np.asarray(phase, np.float32)
     if phase.ndim == 4:
         return np.stack([peer_laplacian_unwrap(phase[..., i], voxel) for i in range(phase.shape[-1])], -1)
-    g = qsm._Grid(phase.shape, 0)
+    g = _Grid(phase.shape, 0)
     lap = g.lap_symbol(voxel)
     s, c = np.sin(phase), np.cos(phase)
     rhs = g.fft(c * g.ifft(g.fft(s) * lap) - s * g.ifft(g.fft(c) * lap))
@@ -82,7 +85,7 @@ def peer_echo_fit(phi, te, mag):
 
 def peer_pdf(field, mask, voxel, iterations):
     f = np.where(mask, field, 0).astype(np.float32)
-    g = qsm._Grid(f.shape, "auto")
+    g = _Grid(f.shape, "auto")
     d = dipole_kernel(g.full, voxel, (0, 0, 1), real=True, dtype=np.float32)
     out_full = np.ones(g.full, np.float32)
     out_full[g.sl] = ~mask
@@ -99,14 +102,14 @@ def peer_pdf(field, mask, voxel, iterations):
         return (out_full * dop(w2_full * dop(out_full * x))).ravel()
 
     b = (out_full * dop(w2_full * f_full)).ravel()
-    return qsm._cg(a, b, max_iter=iterations, tol=0.0)
+    return _cg(a, b, max_iter=iterations, tol=0.0)
 
 
 def peer_tv(local, mask, voxel, lam=2e-4, rho=2e-2, max_iter=200, tol=1e-3):
-    sl = qsm._bbox(mask, 4)
-    g = qsm._Grid(mask[sl].shape, "auto")
+    sl = _bbox(mask, 4)
+    g = _Grid(mask[sl].shape, "auto")
     d = dipole_kernel(g.full, voxel, (0, 0, 1), real=True, dtype=np.float32)
-    denom = d * d + rho * qsm._grad_symbol(g.full)
+    denom = d * d + rho * _grad_symbol(g.full)
     denom.flat[0] = 1.0
     f_full = np.zeros(g.full, np.float32)
     f_full[g.sl] = np.where(mask, local, 0)[sl]
@@ -116,11 +119,11 @@ def peer_tv(local, mask, voxel, lam=2e-4, rho=2e-2, max_iter=200, tol=1e-3):
     chi = np.zeros(g.full, np.float32)
     it = 0
     for it in range(max_iter):
-        rhs = dfs + rho * sfft.rfftn(qsm._grad_t(z - u), workers=g.workers)
+        rhs = dfs + rho * sfft.rfftn(_grad_t(z - u), workers=g.workers)
         new = sfft.irfftn(rhs / denom, s=g.full, workers=g.workers).astype(np.float32)
         change = np.linalg.norm(new - chi) / max(np.linalg.norm(new), 1e-12)
         chi = new
-        v = qsm._grad(chi) + u
+        v = _grad(chi) + u
         z = np.sign(v) * np.maximum(np.abs(v) - lam / rho, 0)
         u = v - z
         if it > 5 and change < tol:
@@ -162,7 +165,7 @@ def main(argv=None):
     mask, t = timed(lambda: qsm.brain_mask(h.magnitude))
     peer_t = None if args.skip_peer else timed(lambda: peer_brain_mask(h.magnitude))[1]
     report("brain mask (median_otsu)", t, peer_t)
-    box = qsm._fast_box(mask, 8)
+    box = _fast_box(mask, 8)
     phc, magc, maskc = ph[box], h.magnitude[box], mask[box]
     print(f"  (crop to the mask's box + 8 voxels: {phc.shape[:3]} = "
           f"{np.prod(phc.shape[:3]) / np.prod(shape):.0%} of the field of view)")
@@ -171,7 +174,7 @@ def main(argv=None):
     uw, t = timed(lambda: qsm.unwrap_echoes(phc, te, maskc, vox))
     peer_uw = peer_t = None
     if not args.skip_peer:
-        peer_uw, peer_t = timed(lambda: qsm._align_echo_offsets(peer_laplacian_unwrap(ph, vox), te, mask))
+        peer_uw, peer_t = timed(lambda: _align_echo_offsets(peer_laplacian_unwrap(ph, vox), te, mask))
     report("unwrapping (Laplacian; 4 echoes)", t, peer_t,
            "(ours: echo difference + guided temporal; peer: every echo, whole FOV)")
     f_hz, t = timed(lambda: qsm.echo_fit(uw, te, magc)[0])
@@ -185,7 +188,7 @@ def main(argv=None):
     peer_t = note = None
     if not args.skip_peer:
         k = args.pdf_peer_iterations
-        f_full = qsm._paste(f, box, shape)
+        f_full = _paste(f, box, shape)
         peer_k = timed(lambda: peer_pdf(f_full, mask, vox, k))[1]
         peer_t = peer_k / k * 40
         note = f"(PDF {len(it)} CG iterations; peer {k} iterations timed, x40 extrapolated)"

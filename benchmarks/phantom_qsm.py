@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
-from napari_myelin.core import qsm  # noqa: E402
+from napari_myelin.reconst import qsm  # noqa: E402
 from napari_myelin.reconst.dipole import b0_direction  # noqa: E402
 from napari_myelin.sims.phantom import make_phantom  # noqa: E402
 
