@@ -23,6 +23,8 @@ from scipy.optimize import nnls
 
 from napari_myelin.reconst import mwf
 from napari_myelin.reconst.epg import epg_decay_curve, epg_decay_curve_and_derivative
+from napari_myelin.reconst.mwf.flip_angle import _hermite_min, _init_points
+from napari_myelin.reconst.mwf.search import _bracket_root, _brent_root
 
 N_TE, TE, N_T2, T2_RANGE, CHI2 = 48, 0.01, 40, (0.01, 2.0), 1.02
 
@@ -56,7 +58,7 @@ class PerVoxelPeer:
         a, d = epg_decay_curve_and_derivative(N_TE, TE, self.t2[None, :], 1.0, self.grid[:, None])
         self.A = np.swapaxes(a, 1, 2)
         self.dA = np.swapaxes(d, 1, 2)
-        self.init = mwf._init_points(n_ref_angles, min(5, n_ref_angles), n_ref_angles)
+        self.init = _init_points(n_ref_angles, min(5, n_ref_angles), n_ref_angles)
 
     @staticmethod
     def solve(A, b, mu=0.0):
@@ -80,7 +82,7 @@ class PerVoxelPeer:
             ks = sorted(seen)
             best_x, best_u = self.grid[ks[0]], seen[ks[0]][0]
             for k0, k1 in zip(ks[:-1], ks[1:]):
-                x, u = mwf._hermite_min(self.grid[k0], self.grid[k1], seen[k0][0], seen[k1][0], seen[k0][1], seen[k1][1])
+                x, u = _hermite_min(self.grid[k0], self.grid[k1], seen[k0][0], seen[k1][0], seen[k0][1], seen[k1][1])
                 if u < best_u:
                     best_x, best_u = float(x), float(u)
             return best_x
@@ -105,10 +107,10 @@ class PerVoxelPeer:
             x = self.solve(A, b, math.exp(float(logmu[0])))
             return np.array([(np.sum((A @ x - b) ** 2) - target) / target])
 
-        lo, hi, flo, fhi = mwf._bracket_root(f, np.array([-4.0]))
+        lo, hi, flo, fhi = _bracket_root(f, np.array([-4.0]))
         logmu = lo if abs(flo[0]) < abs(fhi[0]) else hi
         if flo[0] * fhi[0] < 0:
-            logmu, _ = mwf._brent_root(f, lo, hi, flo, fhi, np.array([1e-3 * (CHI2 - 1.0)]))
+            logmu, _ = _brent_root(f, lo, hi, flo, fhi, np.array([1e-3 * (CHI2 - 1.0)]))
         x = self.solve(A, b, math.exp(float(logmu[0])))
         dist = x * scale
         sp = (self.t2 >= 0.01) & (self.t2 <= 0.04)

@@ -13,6 +13,7 @@ import pytest
 from napari_myelin.cli import main
 from napari_myelin.reconst import mwf
 from napari_myelin.reconst.epg import epg_decay_curve
+from napari_myelin.reconst.mwf.basis import _BasisTable
 from napari_myelin.utils.errors import InputError
 
 DATA = Path(__file__).parent / "data" / "decaes"
@@ -63,7 +64,7 @@ def test_decaes_parity_holds_inside_a_batch():
 
 def test_basis_table_interpolation_is_exact_to_rounding():
     t2 = np.logspace(-2, math.log10(2.0), 40)
-    table = mwf._BasisTable(48, 0.01, t2, 1.0, 180.0, 50.0, 180.0)
+    table = _BasisTable(48, 0.01, t2, 1.0, 180.0, 50.0, 180.0)
     alpha = np.array([50.0, 97.3, 133.33, 164.4288, 179.999, 180.0])
     exact = np.swapaxes(epg_decay_curve(48, 0.01, t2[None, :], 1.0, alpha[:, None]), 1, 2)
     np.testing.assert_allclose(table(alpha), exact, atol=1e-10)
