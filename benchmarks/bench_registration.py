@@ -39,6 +39,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     from napari_myelin.align import atlas
+    from napari_myelin.align import ants_io, quality
     from napari_myelin.align import registration as R
     from napari_myelin.sims.phantom import make_phantom
 
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
     print(f"phantom (full, seed {args.seed}) in {time.perf_counter() - t0:.0f} s", flush=True)
     acq = {"spgr": "spgr", "mese": "mese", "gre": "gre_mag", "dwi": "dwi"}[args.modality]
     image = ph.acq[acq]
-    moving = R.reference_image(image)
+    moving = quality.reference_image(image)
     if args.modality == "spgr":
         moving = image.with_data(image.data[..., -1])  # largest flip angle: T1-weighted like the template
     truth = ph.truth[args.modality]
@@ -62,12 +63,12 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         reg = R.register_to_template(moving, preset=preset, seed=args.seed, check=False)
         ours = time.perf_counter() - t0
-        wm = R.dice(reg.apply(truth["wm"]).data > 0.5, template_wm)
-        tracts = R.mean_label_dice(reg.to_native(labels).data, truth["labels"].data)
+        wm = quality.dice(reg.apply(truth["wm"]).data > 0.5, template_wm)
+        tracts = quality.mean_label_dice(reg.to_native(labels).data, truth["labels"].data)
         peer = float("nan")
         if not args.no_peer:
             transform, kwargs = R._preset_transform(preset)
-            fi, mi = R.to_ants(template), R.to_ants(moving)
+            fi, mi = ants_io.to_ants(template), ants_io.to_ants(moving)
             ants.config._random_seed = args.seed
             t0 = time.perf_counter()
             ants.registration(fi, mi, type_of_transform=transform, **kwargs)

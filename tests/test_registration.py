@@ -19,6 +19,7 @@ import pytest
 
 from napari_myelin.cli import main
 from napari_myelin.align import atlas
+from napari_myelin.align import ants_io, quality, runner, transforms
 from napari_myelin.align import registration as R
 from napari_myelin.align.database import build_database, load_database, smooth
 from napari_myelin.utils.errors import InputError
@@ -30,7 +31,7 @@ RES = 4.0
 
 
 def _downsample(vol: Volume, res: float, interp: int = 0) -> Volume:
-    return R.from_ants(ants.resample_image(R.to_ants(vol), (res, res, res), False, interp))
+    return ants_io.from_ants(ants.resample_image(ants_io.to_ants(vol), (res, res, res), False, interp))
 
 
 @pytest.fixture(scope="module")
@@ -50,16 +51,16 @@ def make_subject():
     aff = np.eye(4)
     aff[:3, :3] = np.diag([-1.0, 1.0, 1.0]) @ rot @ np.diag([RES * 1.1, RES * 0.9, RES * 1.2])
     aff[:3, 3] = [90.0, -120.0, -60.0]
-    grid = R.to_ants(np.zeros((42, 60, 36), np.float32), aff)
+    grid = ants_io.to_ants(np.zeros((42, 60, 36), np.float32), aff)
     tx = ants.create_ants_transform(transform_type="AffineTransform", dimension=3)
     tx.set_parameters([1.05, 0.03, 0.0, -0.02, 0.95, 0.02, 0.0, 0.0, 1.02, 3.0, -4.0, 5.0])
     t1 = atlas.load_template(2)
     labels, lut = atlas.load_tract_atlas(2)
     wm = atlas.load_tissue_probability("wm", 2)
-    image = R.from_ants(ants.apply_ants_transform_to_image(tx, R.to_ants(t1), grid))
-    true_labels = R.from_ants(ants.apply_ants_transform_to_image(tx, R.to_ants(labels.data, labels.affine), grid,
-                                                                 interpolation="nearestneighbor"))
-    true_wm = R.from_ants(ants.apply_ants_transform_to_image(tx, R.to_ants(wm), grid))
+    image = ants_io.from_ants(ants.apply_ants_transform_to_image(tx, ants_io.to_ants(t1), grid))
+    true_labels = ants_io.from_ants(ants.apply_ants_transform_to_image(
+        tx, ants_io.to_ants(labels.data, labels.affine), grid, interpolation="nearestneighbor"))
+    true_wm = ants_io.from_ants(ants.apply_ants_transform_to_image(tx, ants_io.to_ants(wm), grid))
     return {"image": image, "labels": np.rint(true_labels.data).astype(np.int32), "wm": true_wm, "lut": lut}
 
 
@@ -69,9 +70,9 @@ def make_subject():
 def test_ants_round_trip_oblique_anisotropic():
     aff = oblique_affine(zooms=(1.2, 0.9, 2.5), angle_deg=12.0, lps=True)
     data = np.random.default_rng(0).random((7, 8, 9)).astype(np.float32)
-    img = R.to_ants(data, aff)
+    img = ants_io.to_ants(data, aff)
     np.testing.assert_array_equal(img.numpy(), data)
-    back = R.from_ants(img)
+    back = ants_io.from_ants(img)
     np.testing.assert_allclose(back.affine, aff, atol=1e-5)
     np.testing.assert_array_equal(back.data, data)
     # a voxel's ANTs physical point (LPS) is the NIfTI world point (RAS) with x, y negated
@@ -80,12 +81,12 @@ def test_ants_round_trip_oblique_anisotropic():
     lps = np.asarray(ants.transform_index_to_physical_point(img, ijk))
     np.testing.assert_allclose(lps, ras * [-1, -1, 1], atol=1e-4)
     # an image written by ANTs reads back in nibabel with the same affine
-    assert np.allclose(R.affine_from_ants(img), aff, atol=1e-5)
+    assert np.allclose(ants_io.affine_from_ants(img), aff, atol=1e-5)
 
 
 def test_ants_geometry_through_nifti(tmp_path):
     aff = oblique_affine(zooms=(2.0, 1.5, 3.0), angle_deg=20.0, lps=False)
-    img = R.to_ants(np.ones((4, 5, 6), np.float32), aff)
+    img = ants_io.to_ants(np.ones((4, 5, 6), np.float32), aff)
     ants.image_write(img, str(tmp_path / "x.nii.gz"))
     np.testing.assert_allclose(nib.load(str(tmp_path / "x.nii.gz")).affine, aff, atol=1e-4)
 
@@ -98,7 +99,7 @@ def _scores(reg, subject, template4):
     template_wm = _downsample(atlas.load_tissue_probability("wm", 2), RES, 0).data > 0.5
     labels, _ = atlas.load_tract_atlas(2)
     native = reg.to_native(labels)
-    return R.dice(warped_wm, template_wm), R.mean_label_dice(native.data, subject["labels"])
+    return quality.dice(warped_wm, template_wm), quality.mean_label_dice(native.data, subject["labels"])
 
 
 @pytest.mark.parametrize("preset", ["fast", "affine"])
@@ -110,7 +111,7 @@ def test_register_recovers_known_affine(subject, template4, preset):
     # the true transform is affine: every preset must find it (4 mm labels limit the Dice)
     assert wm_dice >= 0.85
     assert label_dice >= 0.7
-    assert reg.similarity > R.WARN_SIMILARITY and reg.overlap > 0.9
+    assert reg.similarity > runner.WARN_SIMILARITY and reg.overlap > 0.9
     # labels brought to native space are integer labels of the atlas on the subject's grid
     native = reg.to_native(atlas.load_tract_atlas(2)[0])
     assert native.shape == subject["image"].shape and native.data.dtype.kind == "i"
@@ -121,8 +122,9 @@ def test_register_recovers_known_affine(subject, template4, preset):
 REPRO_SCRIPT = """
 import ants, numpy as np
 from napari_myelin.align import atlas
+from napari_myelin.align import ants_io
 from napari_myelin.align import registration as R
-t4 = R.from_ants(ants.resample_image(R.to_ants(atlas.load_template(2)), (6.0,) * 3, False, 0))
+t4 = ants_io.from_ants(ants.resample_image(ants_io.to_ants(atlas.load_template(2)), (6.0,) * 3, False, 0))
 rng = np.random.default_rng(0)
 img = t4.with_data(np.roll(t4.data, (1, -1, 2), axis=(0, 1, 2)) * (1 + 0.05 * rng.random(t4.shape)))
 img.affine = t4.affine.copy(); img.affine[:3, 3] += [2.0, -3.0, 1.5]
@@ -145,8 +147,8 @@ def test_repeatable_with_threads(subject, template4):
     labels, _ = atlas.load_tract_atlas(2)
     a = R.register_to_template(subject["image"], preset="fast", template=template4, seed=3)
     b = R.register_to_template(subject["image"], preset="fast", template=template4, seed=3)
-    assert R.mean_label_dice(a.to_native(labels).data, b.to_native(labels).data) >= 0.85
-    assert R.dice(a.warped.data > 50, b.warped.data > 50) >= 0.97
+    assert quality.mean_label_dice(a.to_native(labels).data, b.to_native(labels).data) >= 0.85
+    assert quality.dice(a.warped.data > 50, b.warped.data > 50) >= 0.97
 
 
 def test_transforms_saved_and_reused(subject, template4, tmp_path, monkeypatch):
@@ -203,8 +205,8 @@ def test_coregister_rigid_different_contrast(subject):
     reg = R.coregister(ref, other)
     lab = Volume(subject["labels"], other.affine)  # the labels move with the other modality
     back = reg.apply(lab, "genericLabel")
-    assert R.mean_label_dice(back.data, subject["labels"]) >= 0.75
-    assert R.mean_label_dice(subject["labels"], subject["labels"]) == 1.0
+    assert quality.mean_label_dice(back.data, subject["labels"]) >= 0.75
+    assert quality.mean_label_dice(subject["labels"], subject["labels"]) == 1.0
 
 
 def test_bad_inputs_refused(subject, template4, tmp_path):
@@ -226,16 +228,16 @@ def test_reference_image_picks_b0():
     data = np.zeros((8, 8, 8, 3), np.float32)
     data[..., 1] = 7.0
     vol = Volume(data, np.eye(4), bvals=np.array([1000.0, 0.0, 1000.0]), bvecs=np.eye(3))
-    assert np.all(R.reference_image(vol).data == 7.0)
-    assert R.reference_image(Volume(data, np.eye(4))).data.max() == 0.0
+    assert np.all(quality.reference_image(vol).data == 7.0)
+    assert quality.reference_image(Volume(data, np.eye(4))).data.max() == 0.0
 
 
 def test_similarity_closed_forms():
     rng = np.random.default_rng(0)
     x = rng.random(20000)
-    assert R.normalized_mutual_information(x, 3 * x + 1) == pytest.approx(1.0, abs=1e-9)
-    assert R.normalized_mutual_information(x, rng.random(20000)) < 0.02
-    assert R.dice(np.ones(4, bool), np.r_[True, True, False, False]) == pytest.approx(2 * 2 / 6)
+    assert quality.normalized_mutual_information(x, 3 * x + 1) == pytest.approx(1.0, abs=1e-9)
+    assert quality.normalized_mutual_information(x, rng.random(20000)) < 0.02
+    assert quality.dice(np.ones(4, bool), np.r_[True, True, False, False]) == pytest.approx(2 * 2 / 6)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -268,7 +270,7 @@ def test_cli_register_apply_atlas(tmp_path, subject, capsys):
     tracts = load_volume(out / "tracts.nii.gz")
     assert tracts.shape == img.shape
     np.testing.assert_allclose(tracts.affine, img.affine, atol=1e-5)
-    assert R.mean_label_dice(tracts.data, subject["labels"]) >= 0.7
+    assert quality.mean_label_dice(tracts.data, subject["labels"]) >= 0.7
     lut = (out / "tracts.tsv").read_text().splitlines()
     assert lut[0].startswith("index\tname")
     # second run: transforms reused, with a user atlas (left/right tract labels of the shipped atlas)
@@ -282,7 +284,7 @@ def test_cli_register_apply_atlas(tmp_path, subject, capsys):
                         "--lut", str(tmp_path / "in" / "sides_lut.tsv")]) == 0
     assert "reused" in capsys.readouterr().out
     sides = load_volume(out / "tracts.nii.gz")
-    assert R.mean_label_dice(sides.data, side[subject["labels"]]) >= 0.8
+    assert quality.mean_label_dice(sides.data, side[subject["labels"]]) >= 0.8
     assert (out / "tracts.tsv").read_text().splitlines()[1].startswith("1\tleft tracts")
     # bad input: exit 2 with one sentence
     empty = tmp_path / "in" / "empty.nii.gz"
@@ -388,16 +390,16 @@ def phantom():
 def test_coregister_phantom_modalities(phantom):
     """The phantom's acquisitions share the scanner space: rigid MI co-registration onto the first spin
     echo must do as well as the true (identity) alignment, on grids of other voxel size and orientation."""
-    ref = R.reference_image(phantom.acq["mese"])
+    ref = quality.reference_image(phantom.acq["mese"])
     truth = phantom.truth["mese"]["labels"].data
     for modality, acq in (("gre", "gre_mag"), ("spgr", "spgr")):
         reg = R.coregister(ref, phantom.acq[acq])
         labels = phantom.truth[modality]["labels"]
         moved = reg.apply(labels, "genericLabel")
-        ideal = R.Registration(ref, labels, ref, [], [], [], "identity", 0.0, 0.0).apply(labels, "genericLabel")
+        ideal = transforms.Registration(ref, labels, ref, [], [], [], "identity", 0.0, 0.0).apply(labels, "genericLabel")
         assert moved.shape == ref.shape
-        assert R.mean_label_dice(moved.data, truth) >= R.mean_label_dice(ideal.data, truth) - 0.02
-        assert reg.similarity > R.WARN_SIMILARITY
+        assert quality.mean_label_dice(moved.data, truth) >= quality.mean_label_dice(ideal.data, truth) - 0.02
+        assert reg.similarity > runner.WARN_SIMILARITY
 
 
 def test_phantom_subject_fast(template4, phantom):
@@ -413,11 +415,11 @@ def test_phantom_subject_fast(template4, phantom):
     template_wm = _downsample(atlas.load_tissue_probability("wm", 2), RES, 0).data > 0.5
     labels, _ = atlas.load_tract_atlas(2)
     reg = R.register_to_template(moving, preset="fast", template=template4, seed=0)
-    wm_dice = R.dice(reg.apply(truth["wm"]).data > 0.5, template_wm)
-    tract_dice = R.mean_label_dice(reg.to_native(labels).data, truth["labels"].data)
+    wm_dice = quality.dice(reg.apply(truth["wm"]).data > 0.5, template_wm)
+    tract_dice = quality.mean_label_dice(reg.to_native(labels).data, truth["labels"].data)
     # no registration: the same physical point in scanner and template space
-    identity = R.Registration(template4, moving, moving, [], [], [], "identity", 0.0, 0.0)
-    wm_dice0 = R.dice(identity.apply(truth["wm"]).data > 0.5, template_wm)
-    tract_dice0 = R.mean_label_dice(identity.to_native(labels).data, truth["labels"].data)
+    identity = transforms.Registration(template4, moving, moving, [], [], [], "identity", 0.0, 0.0)
+    wm_dice0 = quality.dice(identity.apply(truth["wm"]).data > 0.5, template_wm)
+    tract_dice0 = quality.mean_label_dice(identity.to_native(labels).data, truth["labels"].data)
     assert wm_dice >= 0.75 and tract_dice >= 0.4
     assert wm_dice >= wm_dice0 + 0.1 and tract_dice >= tract_dice0 + 0.1

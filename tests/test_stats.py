@@ -14,10 +14,9 @@ from napari_myelin.cli import main
 from napari_myelin.utils.errors import InputError
 from napari_myelin.stats.normative import build_normative, compare_to_normative, read_normative
 from napari_myelin.io.resample import resample_to_grid
-from napari_myelin.stats.roi import (
-    LONG_COLUMNS, correlation_table, grouped_statistics, read_stats_csv, roi_statistics,
-    roi_values, wide_table, write_csv,
-)
+from napari_myelin.stats.grouped import grouped_statistics
+from napari_myelin.stats.roi import correlation_table, roi_statistics, roi_values
+from napari_myelin.stats.tables import LONG_COLUMNS, read_stats_csv, wide_table, write_csv
 from napari_myelin.io.volume import Volume
 
 ZOOMS = (1.2, 0.8, 2.5)
@@ -255,7 +254,7 @@ def test_csv_bad_destination_writes_nothing(random_subject, tmp_path, monkeypatc
     (tmp_path / "adir.csv").mkdir()
     with pytest.raises(InputError, match="is a folder"):
         write_csv(table, tmp_path / "adir.csv")
-    monkeypatch.setattr("napari_myelin.stats.roi.os.access", lambda *a, **k: False)
+    monkeypatch.setattr("napari_myelin.stats.tables.os.access", lambda *a, **k: False)
     with pytest.raises(InputError, match="not writable"):
         write_csv(table, tmp_path / "ro.csv")
     monkeypatch.undo()
@@ -263,7 +262,7 @@ def test_csv_bad_destination_writes_nothing(random_subject, tmp_path, monkeypatc
     def failing_write(path, payload):  # the disk fills up half-way
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("napari_myelin.stats.roi.atomic_write_bytes", failing_write)
+    monkeypatch.setattr("napari_myelin.stats.tables.atomic_write_bytes", failing_write)
     with pytest.raises(InputError, match="No space left"):
         write_csv(table, tmp_path / "full.csv")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adir.csv"]

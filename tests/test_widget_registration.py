@@ -7,7 +7,7 @@ from napari.layers import Labels
 
 from napari_myelin._layers import layer_to_volume, volume_to_layer
 from napari_myelin.align import atlas
-from napari_myelin.align import registration as R
+from napari_myelin.align import quality
 from napari_myelin.widgets.registration import RegistrationWidget
 
 from .test_registration import make_subject
@@ -51,7 +51,7 @@ def test_widget_warps_layers_and_brings_tracts_to_native(make_napari_viewer, qtb
     np.testing.assert_allclose(tracts.translate, viewer.layers["t1w"].translate)
     assert "name" in tracts.features.columns and len(tracts.features) == len(subject["lut"])
     native = layer_to_volume(tracts.data, tracts.metadata)
-    assert R.mean_label_dice(native.data, subject["labels"]) >= 0.7
+    assert quality.mean_label_dice(native.data, subject["labels"]) >= 0.7
     # transforms were saved and a second run reuses them
     assert (tmp_path / "to_template_0GenericAffine.mat").exists()
     with qtbot.waitSignal(widget.runner.finished, timeout=120_000) as blocker:

@@ -178,6 +178,29 @@ def _on_grid(vol: Volume, reference: Volume) -> np.ndarray:
     return data
 
 
+def _check_subjects(subjects: Mapping[str, Mapping[str, Volume]]) -> None:
+    """Refuse no subject, a subject without maps, or a map that is not 3D."""
+    if not subjects:
+        raise InputError("no subject was given; the database needs at least one subject's maps.")
+    for s in subjects:
+        if not subjects[s]:
+            raise InputError(f"subject '{s}': has no maps; give a folder of maps in template space.")
+        for p, v in subjects[s].items():
+            if np.ndim(v.data) != 3:
+                raise InputError(f"subject '{s}', map '{p}': has shape {np.shape(v.data)}; the database needs 3D maps.")
+
+
+def _wm_mwf_atlas(db: Database, wm_probability: Volume | None, reference: Volume, wm_threshold: float) -> np.ndarray:
+    """Mean ``mwf_qpm`` inside the white matter (probability >= ``wm_threshold``), 0 elsewhere."""
+    if wm_probability is None:
+        from napari_myelin.align.atlas import load_tissue_probability
+
+        wm_probability = load_tissue_probability("wm", 2)
+    wm = _on_grid(wm_probability, reference)
+    inside = np.nan_to_num(wm) >= wm_threshold
+    return np.where(inside & (db.count[MWF_ATLAS_SOURCE] > 0), db.mean[MWF_ATLAS_SOURCE], 0.0).astype(np.float32)
+
+
 def build_database(
     subjects: Mapping[str, Mapping[str, Volume]],
     *,
@@ -217,15 +240,8 @@ def build_database(
     InputError
         No subject, a subject without maps, or a map that is not 3D.
     """
-    if not subjects:
-        raise InputError("no subject was given; the database needs at least one subject's maps.")
+    _check_subjects(subjects)
     names = list(subjects)
-    for s in names:
-        if not subjects[s]:
-            raise InputError(f"subject '{s}': has no maps; give a folder of maps in template space.")
-        for p, v in subjects[s].items():
-            if np.ndim(v.data) != 3:
-                raise InputError(f"subject '{s}', map '{p}': has shape {np.shape(v.data)}; the database needs 3D maps.")
     if reference is None:
         reference = next(iter(subjects[names[0]].values()))
     shape = tuple(reference.shape[:3])
@@ -266,14 +282,7 @@ def build_database(
         sd = np.sqrt(np.divide(acc2, n - 1, out=np.zeros(shape), where=n > 1))
         db.mean[p], db.sd[p], db.count[p] = mean.astype(np.float32), sd.astype(np.float32), n
     if MWF_ATLAS_SOURCE in db.mean:
-        if wm_probability is None:
-            from napari_myelin.align.atlas import load_tissue_probability
-
-            wm_probability = load_tissue_probability("wm", 2)
-        wm = _on_grid(wm_probability, reference)
-        inside = np.nan_to_num(wm) >= wm_threshold
-        db.wm_mwf_atlas = np.where(inside & (db.count[MWF_ATLAS_SOURCE] > 0), db.mean[MWF_ATLAS_SOURCE], 0.0
-                                   ).astype(np.float32)
+        db.wm_mwf_atlas = _wm_mwf_atlas(db, wm_probability, reference, wm_threshold)
     step(progress, cancel, 1.0, f"database of {len(names)} subjects")
     return db
 

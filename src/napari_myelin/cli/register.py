@@ -14,7 +14,8 @@ from pathlib import Path
 
 from napari_myelin.utils.errors import InputError
 from napari_myelin.io.lut import write_lut
-from napari_myelin.align.registration import INTERPOLATIONS, PRESETS, default_interpolation, register_subject, set_threads
+from napari_myelin.align.ants_io import set_threads
+from napari_myelin.align.registration import INTERPOLATIONS, PRESETS, default_interpolation, register_subject
 from napari_myelin.io.volume import check_output_folder, load_volume, provenance, save_volume, strip_nifti_suffix
 from ._common import add_out_argument, terminal_progress
 

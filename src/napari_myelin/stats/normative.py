@@ -31,7 +31,7 @@ import pandas as pd
 from scipy import stats as sstats
 
 from napari_myelin.utils.errors import InputError
-from napari_myelin.stats.roi import read_stats_csv
+from napari_myelin.stats.tables import read_stats_csv
 
 #: Columns of a normative table, in order.
 NORMATIVE_COLUMNS = ("label", "name", "map", "units", "n_subjects", "mean", "sd", "statistic", "source")

@@ -18,7 +18,8 @@ from napari.layers import Image, Labels, Layer
 
 from .._layers import META_KEY, from_display, volume_to_layer
 from napari_myelin.utils.errors import InputError
-from napari_myelin.align.registration import PRESETS, available_atlases, check_image, reference_image, register_subject
+from napari_myelin.align.quality import check_image, reference_image
+from napari_myelin.align.registration import PRESETS, available_atlases, register_subject
 from ._base import ActionDock, layer_volume
 
 USER_ATLAS = "user labels file + LUT"
