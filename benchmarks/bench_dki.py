@@ -107,7 +107,7 @@ def main(argv=None) -> int:
             dwi, bvals, bvecs, mask = phantom_dwi(args.size, args.snr)
             source = f"napari-myelin phantom DWI (size={args.size}, SNR {args.snr:g})"
         except ImportError:
-            print("core.phantom is not available: using the synthetic volume (--synthetic)")
+            print("sims.phantom is not available: using the synthetic volume (--synthetic)")
             args.synthetic = True
     if args.synthetic:
         dwi, bvals, bvecs, mask = synthetic_dwi(snr=args.snr)

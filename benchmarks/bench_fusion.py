@@ -2,7 +2,7 @@
 
 For every held-out seed (never used in training or validation; lesions + NAWM demyelination on odd seeds)
 the inputs are made exactly as for training (``napari_myelin.workflows.training_set``, ``mode="estimators"``):
-the project's estimators (``core.mwf``, ``core.dki``, ``core.qpm``, ``core.qsm``) run on the phantom's
+the project's estimators (``reconst.mwf``, ``reconst.dki``, ``reconst.qpm``, ``reconst.qsm``) run on the phantom's
 simulated acquisitions and the maps are brought to the 2 mm MNI template by the subject pipeline's
 registrations (rigid co-registration to the SPGR reference, ``register_to_template`` preset "fast"); the true
 MWF follows the reference's transform. Five integrated-MWF estimates are compared with the true MWF in white

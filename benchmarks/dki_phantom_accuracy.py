@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/dki_phantom_accuracy.py [--size full|small] [--snr 50] [--min-voxels 50]
 
-The phantom (``core/phantom.py``) simulates a multi-shell DWI (b = 0, 1000, 2000 s/mm^2) with Rician noise
+The phantom (``sims/phantom/``) simulates a multi-shell DWI (b = 0, 1000, 2000 s/mm^2) with Rician noise
 at the given SNR of the mean b=0 image; the truth is dipy's analytical FA and MK of the simulated tensors.
 """
 

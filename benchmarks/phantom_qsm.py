@@ -10,7 +10,7 @@ Run: ``python benchmarks/phantom_qsm.py [--size full|small] [--seed 0] [--snr 20
 3. edge -- fraction of the true brain mask that has a susceptibility value, per background method, with
    the true mask given and with the automatic (magnitude) mask.
 
-Metrics (``core.qsm.qsm_metrics``): NRMSE and HFEN in %, SSIM; both maps demeaned in the mask.
+Metrics (``reconst.qsm.qsm_metrics``): NRMSE and HFEN in %, SSIM; both maps demeaned in the mask.
 """
 
 from __future__ import annotations

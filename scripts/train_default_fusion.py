@@ -2,16 +2,16 @@
 
 Phantom cohort processed like real subjects (``mode="estimators"`` of :mod:`napari_myelin.workflows.training_set`):
 for every phantom the project's own estimators run on the simulated acquisitions
-(``core.mwf.fit_t2_distribution`` + ``t2_parts``, ``core.dki.fit_dki``, ``core.qpm.qpm``, ``core.qsm.fit_qsm``),
+(``reconst.mwf.fit_t2_distribution`` + ``t2_parts``, ``reconst.dki.fit_dki``, ``reconst.qpm.qpm``, ``reconst.qsm.fit_qsm``),
 and the maps are brought to the 2 mm MNI template with the subject pipeline's registrations
-(``core.pipeline.SubjectRegistrations``: rigid ``coregister`` of each modality to the SPGR reference,
+(``workflows.pipeline.SubjectRegistrations``: rigid ``coregister`` of each modality to the SPGR reference,
 ``register_to_template`` preset "fast"). The true MWF (SPGR grid) follows the reference's template transform.
 Training mixes full-size seeds 0, 1, 2, 3, 5, 7, 9 (2 mm acquisitions, each drawn 3x as often) with small
 seeds 0-11 (4-4.5 mm); SNR 100/200/400 cycles with the seed's position in each list; validation on full-size
 seeds 100-101 (SNR 200; split by subject); lesions and NAWM demyelination on odd seeds. The loss adds the
 squared error of lesion / NAWM-demyelination region means (``REGION_WEIGHT``), a quarter of the patches of
 subjects with lesions are centred on them, and the network's gain and offset act on the MWF averaged with a
-Gaussian of SD ``SKIP_SIGMA`` voxels (``core.fusion.skip_mwf``). Held-out seeds >= 1000 are for the benchmark
+Gaussian of SD ``SKIP_SIGMA`` voxels (``fusion.skip_mwf``). Held-out seeds >= 1000 are for the benchmark
 (benchmarks/bench_fusion.py) and the tests, and never meet training. The regression baselines (calibrated
 QPM, linear fusion, quadratic QPM calibration) are fitted on the same training subjects and stored in the
 model card. The training loop stops early (patience ``PATIENCE``) or at ``--max-minutes``.
@@ -48,7 +48,7 @@ SMALL_SEEDS = list(range(12))  # size "small" (4-4.5 mm acquisitions, upsampled 
 FULL_REPEAT = 3                # each full-size subject is drawn this many times as often as a small one
 VAL_SEEDS = [100, 101]         # size "full"
 SNRS = [100.0, 200.0, 400.0]
-#: Pathology emphasis of the loss (see core.fusion.train_fusion): lesion / NAWM-demyelination voxel weight factor,
+#: Pathology emphasis of the loss (see fusion.train_fusion): lesion / NAWM-demyelination voxel weight factor,
 #: weight of the squared error of their region means, share of lesion-centred patches.
 LESION_WEIGHT = 1.0
 REGION_WEIGHT = 0.2

@@ -304,7 +304,7 @@ def test_cli_writes_maps_with_sidecars_and_errors(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------------------------
-# the project's digital phantom (core/phantom.py): dipy parity and truth
+# the project's digital phantom (sims/phantom/): dipy parity and truth
 
 
 @pytest.fixture(scope="module")

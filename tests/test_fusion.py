@@ -299,7 +299,7 @@ def test_cli_fuse_writes_the_core_result(tiny, tmp_path, write_nifti):
 
 
 class _PadRegistration:
-    """Stand-in for core.registration.Registration: the template grid is the subject grid grown by ``pad`` voxels."""
+    """Stand-in for align.registration.Registration: the template grid is the subject grid grown by ``pad`` voxels."""
 
     def __init__(self, vol, pad):
         from napari_myelin.io.volume import Volume

@@ -1,4 +1,4 @@
-"""Batched Lawson-Hanson NNLS (core.nnls) against scipy.optimize.nnls and numpy's dense solves."""
+"""Batched Lawson-Hanson NNLS (reconst.nnls) against scipy.optimize.nnls and numpy's dense solves."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of core/qpm.py: forward models, VFA fit, myelin maps and the MWF calibration."""
+"""Tests of reconst/qpm/: forward models, VFA fit, myelin maps and the MWF calibration."""
 
 from __future__ import annotations
 
