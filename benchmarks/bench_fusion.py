@@ -31,12 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_myelin.fusion.model import (
-    apply_regression,
-    fuse,
-    load_model,
-    subject_metrics,
-)
+from napari_myelin.fusion.evaluation import apply_regression, subject_metrics
+from napari_myelin.fusion.inference import fuse
+from napari_myelin.fusion.weights import load_model
 from napari_myelin.workflows.training_set import build_training_set
 
 METHODS = ["mwf_alone", "calibrated_qpm", "linear_fusion", "quadratic_qpm", "cnn"]

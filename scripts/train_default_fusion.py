@@ -35,12 +35,10 @@ from pathlib import Path
 
 import torch
 
-from napari_myelin.fusion.model import (
-    default_weights_path,
-    fit_regression,
-    save_model,
-    train_fusion,
-)
+from napari_myelin.fusion.card import default_weights_path
+from napari_myelin.fusion.evaluation import fit_regression
+from napari_myelin.fusion.training import train_fusion
+from napari_myelin.fusion.weights import save_model
 from napari_myelin.workflows.training_set import ESTIMATORS_NOTE, build_training_set
 
 FULL_SEEDS = [0, 1, 2, 3, 5, 7, 9, 4, 6, 8, 11]  # size "full" (2 mm acquisitions, the template's resolution)

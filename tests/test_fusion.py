@@ -11,18 +11,12 @@ from scipy.ndimage import gaussian_filter
 
 from napari_myelin.cli import main
 from napari_myelin.utils.errors import InputError
-from napari_myelin.fusion.model import (
-    FusionSubject,
-    apply_regression,
-    detect_mwf_unit,
-    fit_regression,
-    fuse,
-    load_model,
-    predict,
-    prepare_inputs,
-    save_model,
-    train_fusion,
-)
+from napari_myelin.fusion.evaluation import apply_regression, fit_regression
+from napari_myelin.fusion.inference import fuse, predict
+from napari_myelin.fusion.inputs import detect_mwf_unit, prepare_inputs
+from napari_myelin.fusion.subjects import FusionSubject
+from napari_myelin.fusion.training import train_fusion
+from napari_myelin.fusion.weights import load_model, save_model
 
 
 def _field(rng, n, lo, hi):
@@ -190,7 +184,8 @@ def test_missing_optional_channel_uses_the_presence_flag(tiny):
 
 
 def test_skip_mwf_averages_noise_inside_the_mask_only():
-    from napari_myelin.fusion.model import _region_mean_sq_error, skip_mwf
+    from napari_myelin.fusion.network import skip_mwf
+    from napari_myelin.fusion.training import _region_mean_sq_error
 
     rng = np.random.default_rng(0)
     mask = np.zeros((24, 24, 24), bool)
@@ -232,7 +227,7 @@ def test_shipped_weights_beat_mwf_alone_on_real_estimator_outputs(tmp_path):
     template registration uses the "affine" preset (the shipped weights were trained with "fast"); the
     comparison is made in template-space white matter well inside the slab.
     """
-    from napari_myelin.fusion.model import default_weights_path
+    from napari_myelin.fusion.card import default_weights_path
     from napari_myelin.workflows.training_set import (
         estimator_maps,
         register_phantom,
@@ -320,7 +315,7 @@ class _PadRegistration:
 
 
 def test_native_space_fusion_warps_in_and_back(tiny):
-    from napari_myelin.fusion.model import fuse_native
+    from napari_myelin.fusion.inference import fuse_native
     from napari_myelin.io.volume import Volume
 
     _, val, model, _ = tiny

@@ -8,7 +8,7 @@ from napari.layers import Layer
 
 from napari_myelin._layers import layer_to_volume, volume_to_layer
 from napari_myelin.utils.errors import InputError
-from napari_myelin.fusion.model import fuse
+from napari_myelin.fusion.inference import fuse
 from napari_myelin.io.volume import Volume
 from napari_myelin.widgets.fusion import FusionWidget
 

@@ -33,7 +33,9 @@ Errors and progress: :class:`InputError`, :class:`Cancelled`.
 from napari_myelin.align.atlas import load_labels, load_template, load_tract_atlas
 from napari_myelin.align.database import build_database, load_database
 from napari_myelin.align.registration import coregister, register_subject, register_to_template
-from napari_myelin.fusion.model import fuse, fuse_native, load_model, save_model, train_fusion
+from napari_myelin.fusion.inference import fuse, fuse_native
+from napari_myelin.fusion.training import train_fusion
+from napari_myelin.fusion.weights import load_model, save_model
 from napari_myelin.io.bids import find_subject
 from napari_myelin.io.lut import read_lut, write_lut
 from napari_myelin.io.maps import Maps

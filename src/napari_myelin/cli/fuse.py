@@ -7,7 +7,9 @@ import argparse
 import numpy as np
 
 from napari_myelin.utils.errors import InputError
-from napari_myelin.fusion.model import CHANNELS, check_grids, fuse, fuse_native
+from napari_myelin.fusion.card import CHANNELS
+from napari_myelin.fusion.inference import fuse, fuse_native
+from napari_myelin.fusion.inputs import check_grids
 from napari_myelin.io.volume import load_volume, save_maps
 from ._common import add_out_argument, terminal_progress
 

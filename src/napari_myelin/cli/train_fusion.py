@@ -6,7 +6,9 @@ import argparse
 from pathlib import Path
 
 from napari_myelin.utils.errors import InputError
-from napari_myelin.fusion.model import CHANNELS, save_model, train_fusion
+from napari_myelin.fusion.card import CHANNELS
+from napari_myelin.fusion.training import train_fusion
+from napari_myelin.fusion.weights import save_model
 from napari_myelin.utils.progress import subrange
 from napari_myelin.io.volume import check_output_folder
 from ._common import add_out_argument, terminal_progress

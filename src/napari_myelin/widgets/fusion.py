@@ -1,6 +1,6 @@
 """Dock widget "Integrated myelin map (CNN)": MWF, FA, MK, QPM (and QSM) layers in, iMWF (%) + uncertainty out.
 
-The computation is :func:`napari_myelin.fusion.model.fuse`, run in a thread worker by
+The computation is :func:`napari_myelin.fusion.inference.fuse`, run in a thread worker by
 :class:`~napari_myelin.widgets._runner.Runner` (progress bar + Cancel). Layers are turned back into their
 stored voxel order with :func:`~napari_myelin._layers.layer_to_volume`; their grids and units (layer
 ``metadata["units"]``) are checked by the core, and the results come back on the MWF layer's grid.
@@ -17,7 +17,9 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from .._layers import volume_to_layer
 from napari_myelin.utils.errors import InputError
-from napari_myelin.fusion.model import CHANNELS, OPTIONAL_CHANNELS, check_grids, fuse
+from napari_myelin.fusion.card import CHANNELS, OPTIONAL_CHANNELS
+from napari_myelin.fusion.inference import fuse
+from napari_myelin.fusion.inputs import check_grids
 from ._base import layer_volume
 from ._runner import Runner
 

@@ -269,7 +269,7 @@ def _step_calibrate(s: _Subject, regs: SubjectRegistrations) -> list[Path]:
 
 
 def _step_fusion(s: _Subject, regs: SubjectRegistrations, progress, cancel) -> list[Path]:
-    from napari_myelin.fusion.model import fuse
+    from napari_myelin.fusion.inference import fuse
 
     sources = {"mwf": ("mese", "mwf"), "fa": ("dwi", "fa"), "mk": ("dwi", "mk"), "qpm": ("vfa", "qpm_myelin")}
     if s.has("megre", "chi"):

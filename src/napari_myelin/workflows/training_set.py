@@ -1,6 +1,6 @@
 """Training cohorts for the fusion network, built from the digital phantom.
 
-:func:`build_training_set` makes one :class:`~napari_myelin.fusion.model.FusionSubject` per phantom seed:
+:func:`build_training_set` makes one :class:`~napari_myelin.fusion.subjects.FusionSubject` per phantom seed:
 inputs (MWF, FA, MK, QPM myelin map, QSM) on one grid (estimators mode: the 2 mm MNI template, where the
 pipeline fuses; simulated mode: the phantom's multi-echo spin-echo grid), the true MWF as target, brain and
 white-matter masks, tract labels and lesion / normal-appearing white-matter masks.
@@ -27,9 +27,9 @@ Two modes produce the inputs:
 ``"estimators"`` (what the shipped weights were trained on)
     The phantom is processed like a real subject (:func:`estimator_subject_arrays`): the project's own
     estimators run on its simulated acquisitions exactly as :mod:`napari_myelin.workflows.pipeline` runs them
-    (``core.mwf.fit_t2_distribution`` + ``t2_parts``, ``core.dki.fit_dki``, ``core.qpm.qpm`` ->
-    ``qpm_myelin``, ``core.qsm.fit_qsm`` -> ``chi``), and the maps are brought to the 2 mm MNI template by
-    the pipeline's own registrations (``core.pipeline.SubjectRegistrations``: rigid ``coregister`` of every
+    (``reconst.mwf.fit_t2_distribution`` + ``t2_parts``, ``reconst.dki.fit_dki``, ``reconst.qpm.qpm`` ->
+    ``qpm_myelin``, ``reconst.qsm.fit_qsm`` -> ``chi``), and the maps are brought to the 2 mm MNI template by
+    the pipeline's own registrations (``workflows.pipeline.SubjectRegistrations``: rigid ``coregister`` of every
     modality to the SPGR volume at the largest flip angle, then ``register_to_template``). The true MWF
     (SPGR grid) goes through the reference's template transform, so a registration error moves the inputs
     relative to the target exactly as it would in a real subject. About 75 s per ``size="small"`` phantom
@@ -45,7 +45,7 @@ from scipy.ndimage import gaussian_filter
 
 from napari_myelin.io.resample import b1_on_grid
 from napari_myelin.utils.errors import InputError
-from napari_myelin.fusion.model import FusionSubject
+from napari_myelin.fusion.subjects import FusionSubject
 from napari_myelin.utils.progress import step, subrange
 
 SNR_REFERENCE = 200.0
@@ -62,10 +62,10 @@ SIMULATED_NOTE = (
 
 #: What the model card says about inputs made in the estimators mode.
 ESTIMATORS_NOTE = (
-    "Inputs are the project's own estimator outputs on simulated acquisitions: core.mwf.fit_t2_distribution + "
-    "t2_parts (MWF), core.dki.fit_dki (FA, MK), core.qpm.qpm (qpm_myelin, with the phantom's B1 map), "
-    "core.qsm.fit_qsm (chi), each map brought to the 2 mm MNI ICBM152 template by the subject pipeline's "
-    "registrations (core.pipeline.SubjectRegistrations: rigid coregister of each modality to the SPGR volume at the "
+    "Inputs are the project's own estimator outputs on simulated acquisitions: reconst.mwf.fit_t2_distribution + "
+    "t2_parts (MWF), reconst.dki.fit_dki (FA, MK), reconst.qpm.qpm (qpm_myelin, with the phantom's B1 map), "
+    "reconst.qsm.fit_qsm (chi), each map brought to the 2 mm MNI ICBM152 template by the subject pipeline's "
+    "registrations (workflows.pipeline.SubjectRegistrations: rigid coregister of each modality to the SPGR volume at the "
     "largest flip angle, then register_to_template). Target: the phantom's true MWF on the SPGR grid, warped "
     "with the same reference-to-template transform."
 )
@@ -140,9 +140,9 @@ def simulate_estimates(truth: dict[str, np.ndarray], mask: np.ndarray, snr: floa
 def estimator_maps(ph, *, mwf_mask=None, progress=None, cancel=None) -> dict[str, tuple]:
     """Run the project's estimators on a phantom's acquisitions, exactly as the subject pipeline does.
 
-    ``core.mwf.fit_t2_distribution`` + ``t2_parts`` (brain mask from ``core.qsm.brain_mask`` of the first
-    echo, as :func:`napari_myelin.workflows.pipeline._step_mwf`), ``core.dki.fit_dki``, ``core.qpm.qpm`` (with
-    the phantom's B1 map, ``qpm_myelin``) and ``core.qsm.fit_qsm`` (``chi``), all with their defaults.
+    ``reconst.mwf.fit_t2_distribution`` + ``t2_parts`` (brain mask from ``reconst.masking.brain_mask`` of the first
+    echo, as :func:`napari_myelin.workflows.pipeline._step_mwf`), ``reconst.dki.fit_dki``, ``reconst.qpm.qpm`` (with
+    the phantom's B1 map, ``qpm_myelin``) and ``reconst.qsm.fit_qsm`` (``chi``), all with their defaults.
 
     ``mwf_mask`` (bool array on the spin-echo grid), when given, is intersected with the brain mask of the
     NNLS fit (to fit a slab only, e.g. in a test: the NNLS fit is ~70 % of the time).
@@ -210,7 +210,7 @@ class _PhantomAsSubject:
 def register_phantom(ph, xfm_dir, *, preset: str = "fast", seed: int = 0, progress=None, cancel=None):
     """The subject pipeline's registrations of a phantom (:class:`napari_myelin.workflows.pipeline.SubjectRegistrations`).
 
-    Each modality's image is rigidly co-registered (``core.registration.coregister``) to the SPGR volume at
+    Each modality's image is rigidly co-registered (``align.registration.coregister``) to the SPGR volume at
     the largest flip angle, which is registered to the 2 mm MNI ICBM152 template
     (``register_to_template(preset=preset)``). Transforms are written to (and reused from) ``xfm_dir``.
     """
@@ -399,7 +399,7 @@ def user_cohort(table: str, *, wm_threshold: float = 0.5) -> list[FusionSubject]
 
     import pandas as pd
 
-    from napari_myelin.fusion.model import check_grids, detect_mwf_unit
+    from napari_myelin.fusion.inputs import check_grids, detect_mwf_unit
     from napari_myelin.io.volume import load_volume
 
     table_path = Path(table)
