@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_myelin.reconst import qpm as core
+from napari_myelin.reconst import qpm
 from napari_myelin.utils.errors import InputError
 from napari_myelin.io.maps import Maps
 from napari_myelin.io.resample import resample_like
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if q.data.ndim != 3:
         raise InputError(f"{args.qpm}: is 4D; give the 3D QPM myelin map (qpm_myelin.nii.gz).")
     if args.apply:
-        cal = core.MwfCalibration.load(args.apply)
+        cal = qpm.MwfCalibration.load(args.apply)
         maps = Maps({"mwf_qpm": cal.apply(np.nan_to_num(q.data.astype(float)))}, units={"mwf_qpm": "%"},
                     descriptions={"mwf_qpm": "MWF-calibrated QPM myelin map, MWF = c0 + c1 M + c2 M^2 (%)"},
                     method="quadratic MWF calibration", parameters={"calibration": cal.to_dict()})
@@ -60,9 +60,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.mwf:
         raise InputError("calibrate: --mwf is missing; give the MWF map to fit against (or --apply CAL.json).")
     mwf = _on_qpm_grid(args.mwf, q, order=1, what="MWF map")
-    mask = core.mask_from_map(_on_qpm_grid(args.mask, q, order=0, what="mask")) if args.mask else None
+    mask = qpm.mask_from_map(_on_qpm_grid(args.mask, q, order=0, what="mask")) if args.mask else None
     labels = _on_qpm_grid(args.labels, q, order=0, what="label map").astype(int) if args.labels else None
-    res = core.fit_mwf_calibration(mwf, q.data, mask, labels=labels, mwf_units=args.mwf_units)
+    res = qpm.fit_mwf_calibration(mwf, q.data, mask, labels=labels, mwf_units=args.mwf_units)
     cal = res.calibration
     inputs = [p for p in (args.qpm, args.mwf, args.mask, args.labels) if p]
     cal.extra["inputs"] = [str(p) for p in inputs]

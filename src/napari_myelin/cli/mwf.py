@@ -14,7 +14,7 @@ import argparse
 
 import numpy as np
 
-from napari_myelin.reconst import mwf as core
+from napari_myelin.reconst import mwf
 from napari_myelin.utils.errors import InputError
 from napari_myelin.io.volume import check_output_folder, load_echo_series, load_volume, save_maps
 from ._common import add_out_argument, terminal_progress
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "single echo spacing TE (echoes at TE, 2TE, ...); overrides the sidecar")
     parser.add_argument("--mask", help="brain mask on the same grid (default: automatic median-Otsu mask of the "
                         "echoes; 'none' fits every voxel)")
-    parser.add_argument("--reg", choices=core.REGULARIZATIONS, default="chi2",
+    parser.add_argument("--reg", choices=mwf.REGULARIZATIONS, default="chi2",
                         help="choice of the regularisation (default chi2)")
     parser.add_argument("--chi2-factor", type=float, default=1.02, help="allowed residual increase for --reg chi2 "
                         "(default 1.02)")
@@ -112,13 +112,13 @@ def run(args: argparse.Namespace) -> int:
         flip = 180.0 * b1_on_grid(load_volume(args.b1), vol)
         inputs.append(args.b1)
     with terminal_progress("mwf") as progress:
-        maps = core.myelin_water(
+        maps = mwf.myelin_water(
             vol.data, te, sp_window=tuple(args.sp_window), mp_window=tuple(args.mp_window),
             n_t2=args.n_t2, t2_range=tuple(args.t2_range), reg=args.reg, chi2_factor=args.chi2_factor,
             noise_level=args.noise_level, flip_angle=flip, n_ref_angles=args.n_ref_angles,
             min_ref_angle=args.min_ref_angle, t1=args.t1, mask=mask, progress=progress,
         )
-    written = save_maps(core.to_percent(maps), args.out, vol, inputs=inputs)
+    written = save_maps(mwf.to_percent(maps), args.out, vol, inputs=inputs)
     p = maps.parameters
     print(f"wrote {len(written)} maps to {args.out} ({p['n_fitted']} voxels fitted, {p['n_skipped']} skipped for "
           f"NaN/Inf or no signal; reg {p['reg']}, {te.size} echoes, TE {te[0] * 1000:.4g} ms)")

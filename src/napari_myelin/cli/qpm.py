@@ -12,7 +12,7 @@ import argparse
 import numpy as np
 
 from napari_myelin.io.resample import b1_on_grid
-from napari_myelin.reconst import qpm as core
+from napari_myelin.reconst import qpm
 from napari_myelin.utils.errors import InputError
 from napari_myelin.io.volume import check_output_folder, load_volume, save_maps
 from ._common import add_out_argument, terminal_progress
@@ -37,11 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "also write mwf_qpm (%%)")
     parser.add_argument("--t1", metavar="T1.nii.gz", help="with --pd instead of SPGR: T1 map (s) for the r1-pd model")
     parser.add_argument("--pd", metavar="PD.nii.gz", help="with --t1: PD map normalised to CSF")
-    parser.add_argument("--t1-m", type=float, default=core.T1_MYELIN, metavar="S", help="myelin-water T1 (s)")
-    parser.add_argument("--t1-ie", type=float, default=core.T1_IE, metavar="S", help="intra/extra-cellular water T1 (s)")
-    parser.add_argument("--tau-m", type=float, default=core.TAU_MYELIN, metavar="S",
+    parser.add_argument("--t1-m", type=float, default=qpm.T1_MYELIN, metavar="S", help="myelin-water T1 (s)")
+    parser.add_argument("--t1-ie", type=float, default=qpm.T1_IE, metavar="S", help="intra/extra-cellular water T1 (s)")
+    parser.add_argument("--tau-m", type=float, default=qpm.TAU_MYELIN, metavar="S",
                         help="myelin-water residence time (s), two-pool only")
-    parser.add_argument("--pd-tissue", type=float, default=core.PD_TISSUE, metavar="P",
+    parser.add_argument("--pd-tissue", type=float, default=qpm.PD_TISSUE, metavar="P",
                         help="tissue water content (relative to CSF) above which water counts as free water (default 0.7)")
     parser.add_argument("--no-free-water", action="store_true", help="no free-water pool (plain two-pool / R1 mixing)")
 
@@ -50,12 +50,12 @@ def _mask(path, ref, what):
     vol = load_volume(path)
     if vol.shape[:3] != ref.shape[:3] or not np.allclose(vol.affine, ref.affine, atol=1e-3):
         raise InputError(f"{path}: its grid differs from {ref.path}; give the {what} on that grid.")
-    return core.mask_from_map(vol.data.reshape(vol.shape[:3]))
+    return qpm.mask_from_map(vol.data.reshape(vol.shape[:3]))
 
 
 def run(args: argparse.Namespace) -> int:
     check_output_folder(args.out)
-    calibration = core.MwfCalibration.load(args.calibration) if args.calibration else None
+    calibration = qpm.MwfCalibration.load(args.calibration) if args.calibration else None
     inputs = [p for p in (args.calibration,) if p]
     if not args.spgr:
         if not (args.t1 and args.pd):
@@ -66,14 +66,14 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{args.pd}: its grid differs from {args.t1}; T1 and PD maps must share one grid.")
         mask = _mask(args.mask, t1, "mask") if args.mask else None
         with terminal_progress("qpm r1-pd") as progress:
-            maps = core.myelin_map(method="r1-pd", t1=t1.data.reshape(t1.shape[:3]), pd=pd.data.reshape(pd.shape[:3]),
+            maps = qpm.myelin_map(method="r1-pd", t1=t1.data.reshape(t1.shape[:3]), pd=pd.data.reshape(pd.shape[:3]),
                                    mask=mask, t1_m=args.t1_m, t1_ie=args.t1_ie,
                                    pd_tissue=None if args.no_free_water else args.pd_tissue,
                                    calibration=calibration, progress=progress)
         written = save_maps(maps, args.out, t1, inputs=[args.t1, args.pd, *inputs])
         print(f"wrote {len(written)} maps to {args.out}")
         return 0
-    vol, fa, tr = core.load_spgr(args.spgr, flip_angles_deg=args.flip_angles, tr=args.tr)
+    vol, fa, tr = qpm.load_spgr(args.spgr, flip_angles_deg=args.flip_angles, tr=args.tr)
     inputs = [*args.spgr, *inputs]
     b1 = None
     if args.b1:
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     if args.method == "two-pool":
         params["tau_m"] = args.tau_m
     with terminal_progress("qpm") as progress:
-        maps = core.qpm(vol.data, fa, tr, b1=b1, method=args.method, mask=mask, csf_mask=csf,
+        maps = qpm.qpm(vol.data, fa, tr, b1=b1, method=args.method, mask=mask, csf_mask=csf,
                         calibration=calibration, progress=progress, **params)
     written = save_maps(maps, args.out, vol, inputs=inputs)
     p = maps.parameters

@@ -1,4 +1,4 @@
-"""``napari-myelin run SUBJECT_DIR --out DIR``: one subject end to end (see core.pipeline)."""
+"""``napari-myelin run SUBJECT_DIR --out DIR``: one subject end to end (see :mod:`napari_myelin.workflows.pipeline`)."""
 
 from __future__ import annotations
 

@@ -92,7 +92,7 @@ def find_subject(subject_dir: str | os.PathLike) -> SubjectFiles:
     files.dwi = _glob(dwi, "*_dwi")[:1]
     if not any(files.present().values()):
         raise InputError(
-            f"{root}: no MESE, MEGRE, VFA or DWI images were found in anat/ or dwi/; see the README for the "
+            f"{root}: no MESE, MEGRE, VFA or DWI images were found in anat/ or dwi/; see the documentation (Files and orientation) for the "
             "expected BIDS names."
         )
     return files

@@ -25,7 +25,7 @@ LONG_COLUMNS = (
 )
 #: Per-map statistics repeated for every map in the wide layout (``<map>_<stat>``).
 WIDE_STATS = ("mean", "sd", "median", "iqr", "min", "max", "n_used")
-#: Documentation of each column of the CSV (written into `the README (ROI statistics section)` too).
+#: Documentation of each column of the CSV (also in the docs, docs/statistics.md).
 COLUMN_DOC = {
     "subject": "subject/session identifier given by the user (empty when none)",
     "label": "integer label value of the ROI or tract",

@@ -18,7 +18,7 @@ from napari.layers import Image, Layer
 from qtpy.QtWidgets import QGroupBox, QVBoxLayout
 
 from .._layers import to_display, volume_to_layer
-from napari_myelin.reconst import mwf as core
+from napari_myelin.reconst import mwf
 from napari_myelin.utils.errors import InputError
 from ._base import ActionDock, layer_volume, mask_on_grid, volume_layers
 
@@ -54,7 +54,7 @@ class MWFWidget(ActionDock):
         self.mask = ComboBox(label="mask", choices=self._mask_choices)
         self.te = LineEdit(label="echo spacing (ms)", value="")
         self.te.tooltip = "TE: echoes at TE, 2 TE, ...; prefilled from the sidecar EchoTime"
-        self.reg = ComboBox(label="regularisation", choices=list(core.REGULARIZATIONS), value="chi2")
+        self.reg = ComboBox(label="regularisation", choices=list(mwf.REGULARIZATIONS), value="chi2")
         self.chi2 = FloatSpinBox(label="chi2 factor", value=1.02, min=1.0001, max=2.0, step=0.005)
         self.noise = FloatSpinBox(label="noise level (mdp)", value=0.0, min=0.0, max=1e9)
         self.n_t2 = SpinBox(label="T2 bins (nT2)", value=40, min=2, max=200)
@@ -147,7 +147,7 @@ class MWFWidget(ActionDock):
         self._name = layer.name
         self._layer = layer
         self._te = te
-        return self.runner.start(core.myelin_water, self._add_layers, signal=vol.data, echo_times=te, **kwargs)
+        return self.runner.start(mwf.myelin_water, self._add_layers, signal=vol.data, echo_times=te, **kwargs)
 
     def _add_map(self, key, arr, units, name=None):
         label, cmap, limits = DISPLAY[key]
@@ -163,7 +163,7 @@ class MWFWidget(ActionDock):
         return self.viewer.add_layer(Layer.create(data, attrs, kind))
 
     def _add_layers(self, maps) -> None:
-        self.maps = core.to_percent(maps)
+        self.maps = mwf.to_percent(maps)
         for key in DISPLAY:
             self._add_map(key, self.maps[key], self.maps.units[key])
         # display-order copies for the voxel plot
@@ -201,7 +201,7 @@ class MWFWidget(ActionDock):
             self.canvas.draw_idle()
             return False
         alpha = float(self._alpha_display[z, y, x])
-        self.fitted_decay = core.predict_decay(dist, alpha, te, t2)
+        self.fitted_decay = mwf.predict_decay(dist, alpha, te, t2)
         sp = self.maps.parameters.get("sp_window", (0.01, 0.04))
         self.ax_dist.semilogx(t2 * 1000, dist, "o-", ms=3)
         self.ax_dist.axvspan(sp[0] * 1000, sp[1] * 1000, color="tab:orange", alpha=0.2, label="SPWin")

@@ -23,7 +23,7 @@ from qtpy.QtWidgets import QGroupBox, QVBoxLayout
 
 from .._layers import volume_to_layer
 from napari_myelin.io.resample import b1_on_grid
-from napari_myelin.reconst import qpm as core
+from napari_myelin.reconst import qpm
 from napari_myelin.io.resample import resample_like
 from napari_myelin.utils.errors import InputError
 from ._base import ActionDock, layer_volume, mask_on_grid, volume_layers
@@ -56,7 +56,7 @@ class QPMWidget(ActionDock):
 
     def __init__(self, napari_viewer) -> None:
         super().__init__(napari_viewer)
-        self.calibration: core.MwfCalibration | None = None
+        self.calibration: qpm.MwfCalibration | None = None
         self.spgr = ComboBox(label="SPGR series", choices=self._series_choices)
         self.b1 = ComboBox(label="B1 map", choices=self._map_choices)
         self.mask = ComboBox(label="mask", choices=self._mask_choices)
@@ -132,7 +132,7 @@ class QPMWidget(ActionDock):
                 raise InputError("QPM: no 4D image layer is open; open the SPGR series (one volume per flip angle) first.")
             vol = layer_volume(layer)
             tr_text = _parse_floats(self.tr.value, "TR")
-            fa, tr = core.spgr_protocol(
+            fa, tr = qpm.spgr_protocol(
                 vol.metadata, vol.shape[3], flip_angles_deg=_parse_floats(self.flip_angles.value, "flip angles"),
                 tr=None if tr_text is None else tr_text[0], source=layer.name,
             )
@@ -152,9 +152,9 @@ class QPMWidget(ActionDock):
         self._volume = vol
         self._name = layer.name
         return self.runner.start(
-            core.qpm, self._add_layers, signals=vol.data, flip_angles_deg=fa, tr=tr, b1=b1,
+            qpm.qpm, self._add_layers, signals=vol.data, flip_angles_deg=fa, tr=tr, b1=b1,
             method=self.method.value, mask=mask, calibration=self.calibration,
-            pd_tissue=core.PD_TISSUE if self.free_water.value else None,
+            pd_tissue=qpm.PD_TISSUE if self.free_water.value else None,
         )
 
     def _add_map(self, vol, key, arr, units, method, parameters, name):
@@ -202,7 +202,7 @@ class QPMWidget(ActionDock):
             return None
         self._cal_volume = qvol
         self._cal_name = self.cal_qpm.value.name
-        return self.runner.start(core.fit_mwf_calibration, self._on_calibration, mwf=mwf, qpm=qvol.data, mask=mask,
+        return self.runner.start(qpm.fit_mwf_calibration, self._on_calibration, mwf=mwf, qpm=qvol.data, mask=mask,
                                  labels=labels)
 
     def _on_calibration(self, result) -> None:
@@ -250,7 +250,7 @@ class QPMWidget(ActionDock):
             path = self.cal_file.value
             if path is None or str(path) in ("", "."):
                 raise InputError("calibration JSON: choose the file to load.")
-            self.calibration = core.MwfCalibration.load(path)
+            self.calibration = qpm.MwfCalibration.load(path)
         except InputError as exc:
             self.runner.refuse(exc)
             return

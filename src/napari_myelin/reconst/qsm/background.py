@@ -53,7 +53,7 @@ def pdf(
     The problem is solved on the mask's bounding box plus ``margin`` voxels (fast FFT sizes), zero
     padded by ``pad`` voxels per axis (``"auto"``: half the box): the background sources live in
     that shell; any harmonic field inside the mask is the field of sources on a surface around it,
-    so a thin shell suffices (measured on the phantom, see the README, QSM section), and the CG runs on a
+    so a thin shell suffices (measured on the phantom, see docs/estimators/qsm.md), and the CG runs on a
     grid a fraction of the field of view.
     """
     mask = np.asarray(mask, bool)

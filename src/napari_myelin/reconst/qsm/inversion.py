@@ -172,7 +172,7 @@ def tv_admm(
     ``int (D chi - f)^2 dV ~ h^3 sum (.)^2``, so the same continuous problem at voxel size ``h`` has
     ``lam / h``. The default 1e-4 at 1 mm (half the challenge-tuned 2e-4 of Bilgic's code, for fields in
     ppm) gives 5e-5 at 2 mm; on the project phantom this is where TV beats TKD both inversion-only and
-    through the whole pipeline (the README, QSM section). ``rho`` is not rescaled.
+    through the whole pipeline (docs/estimators/qsm.md). ``rho`` is not rescaled.
 
     * ``chi = F^-1{ (D F f + rho F grad^T (z - u)) / (D^2 + rho sum|E_i|^2) }``
     * ``z = soft(grad chi + u, lam / rho)``; ``u += grad chi - z``
