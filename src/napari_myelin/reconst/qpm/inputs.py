@@ -5,7 +5,6 @@ BIDS sidecar, loading an SPGR series from files, and the checks of signals, B1 m
 from __future__ import annotations
 
 import os
-import warnings
 
 import numpy as np
 
@@ -65,24 +64,6 @@ def _check_signals(signals, n_angles: int) -> np.ndarray:
             "give one flip angle per volume."
         )
     return sig
-
-
-def _check_b1(b1, spatial_shape) -> np.ndarray | None:
-    """B1 ratio on the SPGR grid (invalid values set to 1, percent converted), or ``None``."""
-    if b1 is None:
-        return None
-    b1 = np.asarray(b1, dtype=float)
-    if b1.shape != tuple(spatial_shape):
-        raise InputError(
-            f"B1 map: shape {b1.shape} differs from the SPGR grid {tuple(spatial_shape)}; resample it to the SPGR "
-            "grid (the CLI and widget do this by world coordinates)."
-        )
-    b1 = np.where(np.isfinite(b1) & (b1 > 0), b1, 1.0)
-    med = float(np.median(b1))
-    if med > 10:  # stored in percent of the nominal flip angle
-        warnings.warn("B1 map: values look like percent (median %.0f); dividing by 100." % med, stacklevel=3)
-        b1 = b1 / 100.0
-    return b1
 
 
 def _default_mask(sig: np.ndarray) -> np.ndarray:

@@ -60,8 +60,9 @@ import numpy as np
 
 from napari_myelin.io.maps import Maps
 from napari_myelin.reconst.qpm.calibration import MwfCalibration
-from napari_myelin.reconst.qpm.inputs import _check_b1, _check_signals, _check_two_pool_angles, _mask_of, check_protocol
+from napari_myelin.reconst.qpm.inputs import _check_signals, _check_two_pool_angles, _mask_of, check_protocol
 from napari_myelin.reconst.qpm.signal import T1_IE, T1_MYELIN, TAU_MYELIN, _two_pool, spgr_signal
+from napari_myelin.reconst.transmit import b1_ratio
 from napari_myelin.utils.errors import InputError
 from napari_myelin.utils.progress import step
 
@@ -278,7 +279,7 @@ def myelin_map(signals=None, flip_angles_deg=None, tr=None, *, method: str = "tw
         fa, tr = check_protocol(flip_angles_deg, tr)
         _check_two_pool_angles(fa)
         sig = _check_signals(signals, fa.size)
-        b1 = _check_b1(b1, sig.shape[:-1])
+        b1 = b1_ratio(b1, sig.shape[:-1])
         pars = {"t1_m": t1_m, "t1_ie": t1_ie, "tau_m": tau_m, "t1_fw": t1_fw}
         m, f, phi = _two_pool_map(sig, fa, tr, b1, mask, pda, use_fw, pd_tissue, pars, f_max, chunk_size, progress, cancel)
         params.update(flip_angles_deg=fa.tolist(), tr_s=tr, tau_m_s=tau_m, f_max=f_max, b1_corrected=b1 is not None)

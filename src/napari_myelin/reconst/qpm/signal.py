@@ -24,8 +24,9 @@ same angle, the longitudinal magnetisation just before each pulse is the fixed p
 
     M_ss = (I - cos(b a) E)^-1 (I - E) M_eq,        S(a) = sin(b a) (M_ss,m + M_ss,ie)
 
-(the T2* decay to the echo time is absorbed in ``M0``). ``expm`` of the 2 x 2 matrix and the 2 x 2
-inverse are taken in closed form, so both models are vectorised over any broadcast voxel shape.
+(the T2* decay to the echo time is absorbed in ``M0``). ``expm`` of the 2 x 2 matrix
+(:func:`napari_myelin.reconst.exchange.expm2`) and the 2 x 2 inverse are taken in closed form, so both
+models are vectorised over any broadcast voxel shape.
 With ``f_m = 0`` the two-pool signal reduces exactly to the Ernst equation with ``T1 = T1_ie``.
 
 Literature pool parameters (defaults of this module): ``T1_m = 0.5 s``, ``T1_ie = 1.05 s``,
@@ -46,6 +47,8 @@ with chemical exchange using the one-pulse sequence. J Magn Reson 142:120-135 (2
 from __future__ import annotations
 
 import numpy as np
+
+from napari_myelin.reconst.exchange import expm2
 
 #: Default pool parameters (s), Deoni et al. 2008 (white matter, see the module docstring).
 T1_MYELIN = 0.5
@@ -90,28 +93,6 @@ def spgr_signal(m0, t1, flip_angles_deg, tr, b1=None) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         e1 = np.exp(-float(tr) / t1)
     return m0 * np.sin(a) * (1.0 - e1) / (1.0 - e1 * np.cos(a))
-
-
-def _expm2(a11, a12, a21, a22, t):
-    """Closed-form ``expm(A t)`` of a 2 x 2 matrix with real eigenvalues, element-wise over arrays.
-
-    ``expm(A t) = exp(s t) [cosh(q t) I + sinh(q t)/q (A - s I)]`` with ``s = tr(A)/2``,
-    ``q = sqrt(s^2 - det A)`` (``sinh(q t)/q -> t`` as ``q -> 0``).
-    """
-    s = 0.5 * (a11 + a22)
-    disc = np.maximum(0.25 * (a11 - a22) ** 2 + a12 * a21, 0.0)
-    q = np.sqrt(disc)
-    qt = q * t
-    ch = np.cosh(qt)
-    small = qt < 1e-6
-    sh_q = np.where(small, t * (1.0 + qt**2 / 6.0), np.sinh(qt) / np.where(small, 1.0, q))
-    es = np.exp(s * t)
-    return (
-        es * (ch + sh_q * (a11 - s)),
-        es * (sh_q * a12),
-        es * (sh_q * a21),
-        es * (ch + sh_q * (a22 - s)),
-    )
 
 
 def spgr_two_pool_signal(
@@ -165,7 +146,7 @@ def _two_pool(m0, f, flip_angles_deg, tr, t1_m, t1_ie, tau_m, b1):
     r1i = 1.0 / np.asarray(t1_ie, dtype=float)[..., None]
     km = 1.0 / np.asarray(tau_m, dtype=float)[..., None]
     kie = f * km / (1.0 - f)
-    e11, e12, e21, e22 = _expm2(-r1m - km, kie, km, -r1i - kie, float(tr))
+    e11, e12, e21, e22 = expm2(-r1m - km, kie, km, -r1i - kie, float(tr))
     a = _angles(flip_angles_deg, b1)
     c = np.cos(a)
     # rhs = (I - E) M_eq

@@ -19,7 +19,8 @@ import warnings
 import numpy as np
 
 from napari_myelin.io.maps import Maps
-from napari_myelin.reconst.qpm.inputs import _check_b1, _check_signals, _mask_of, check_protocol
+from napari_myelin.reconst.qpm.inputs import _check_signals, _mask_of, check_protocol
+from napari_myelin.reconst.transmit import b1_ratio
 from napari_myelin.utils.errors import InputError
 from napari_myelin.utils.progress import step
 
@@ -241,7 +242,7 @@ def fit_vfa(signals, flip_angles_deg, tr, *, b1=None, mask=None, csf_mask=None, 
     """
     fa, tr = check_protocol(flip_angles_deg, tr)
     sig = _check_signals(signals, fa.size)
-    b1 = _check_b1(b1, sig.shape[:-1])
+    b1 = b1_ratio(b1, sig.shape[:-1])
     m = _mask_of(mask, sig)
     t1, m0 = _fit_t1_m0(sig, m, fa, tr, b1, t1_range, nonlinear, n_iter, chunk_size, progress, cancel)
     ref, reference, m0_csf = _pd_reference(m0, t1, m, csf_mask, csf_t1_threshold, t1_range)
