@@ -171,8 +171,12 @@ def test_whole_pipeline_from_wrapped_phase(head):
         )
         keep = maps["mask"].astype(bool) & head.mask
         res[inv] = qsm.qsm_metrics(maps["chi"], head.chi, keep)
-    assert set(maps) == {"field", "local_field", "chi", "mask"}
-    assert maps.units == {"field": "Hz", "local_field": "ppm", "chi": "ppm", "mask": "1"}
+    assert set(maps) == {"field", "local_field", "chi", "mask", "r2star"}
+    assert maps.units == {"field": "Hz", "local_field": "ppm", "chi": "ppm", "mask": "1", "r2star": "1/s"}
+    # R2* of the magnitude: the head's true 25 /s (white matter) and 40 /s (nuclei), SNR 140 at TE1
+    r2s = maps["r2star"]
+    assert np.median(r2s[head.chi == -0.03]) == pytest.approx(25.0, rel=0.01)
+    assert np.median(r2s[head.chi == 0.10]) == pytest.approx(40.0, rel=0.01)
     assert maps.parameters["Reference"] == "whole-brain mean"
     assert abs(maps["chi"][maps["mask"] > 0].mean()) < 1e-6
     assert qsm.edge_fraction(maps["mask"], head.mask) >= 0.97

@@ -30,7 +30,7 @@ def test_qsm_widget_adds_layers(make_napari_viewer, qtbot):
         widget.run_button.click()
     assert blocker.args == [True]
     names = [ly.name for ly in viewer.layers]
-    assert {"QSM field (Hz)", "QSM local field (ppm)", "chi (ppm)"} <= set(names)
+    assert {"QSM field (Hz)", "QSM local field (ppm)", "chi (ppm)", "R2* (1/s)"} <= set(names)
     chi_layer = viewer.layers["chi (ppm)"]
     assert chi_layer.metadata["units"] == "ppm"
     chi = layer_to_volume(chi_layer.data, chi_layer.metadata).data

@@ -1,4 +1,4 @@
-"""Dock widget "Susceptibility (QSM)": multi-echo GRE magnitude + phase layers -> field, local field, chi."""
+"""Dock widget "Susceptibility (QSM)": multi-echo GRE magnitude + phase layers -> field, local field, chi, R2*."""
 
 from __future__ import annotations
 
@@ -144,9 +144,10 @@ class QSMWidget(QWidget):
             ("field", "QSM field (Hz)", "gray", None),
             ("local_field", "QSM local field (ppm)", "gray", None),
             ("chi", "chi (ppm)", self.colormap.currentText(), (-lim, lim)),
+            ("r2star", "R2* (1/s)", "magma", (0.0, 50.0)),
         ]
         self.layers = []
-        for key, name, cmap, clim in specs:
+        for key, name, cmap, clim in (spec for spec in specs if spec[0] in maps):
             extra = {"contrast_limits": clim} if clim else {}
             data, attrs, kind = volume_to_layer(
                 ref.with_data(maps[key]), name=name, colormap=cmap,

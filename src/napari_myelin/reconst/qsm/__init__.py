@@ -2,7 +2,9 @@
 
 Pipeline (each step is a public function usable alone; :func:`fit_qsm` chains them):
 
-1. :func:`phase_to_radians` -- detect the phase scaling (radians, 0..4095 or -4096..4095 integers).
+1. :func:`phase_to_radians` -- detect the phase scaling (radians, 0..4095 or -4096..4095 integers;
+   any other range, or one spanning under a quarter of these, is refused). After the inversion
+   :func:`phase_sign_check` checks the sign: high-R2* voxels (veins, iron) must come out paramagnetic.
 2. :func:`brain_mask` -- dipy ``median_otsu`` on the echo-combined magnitude, holes filled (or given);
    :func:`signal_mask` drops voxels without measurable phase. :func:`fit_qsm` then crops every array to
    the mask's bounding box (+ margin, fast FFT sizes) once and pastes the maps back at the end.
@@ -26,8 +28,10 @@ plus padding; the dipole kernel and sphere kernels are computed once per grid an
 
 Modules: ``phase`` (input checks, phase scaling, Hz/ppm), ``unwrap`` (unwrapping, echo fit, signal
 mask), ``background`` (PDF, LBV, SHARP, V-SHARP), ``inversion`` (TKD, Tikhonov, TV-ADMM, reference),
-``metrics`` (challenge 2.0 NRMSE, HFEN, SSIM), ``grid`` (crops, padded FFT grids, conjugate gradients)
-and ``pipeline`` (:func:`fit_qsm`); the references are with the code of each step.
+``metrics`` (challenge 2.0 NRMSE, HFEN, SSIM) and ``pipeline`` (:func:`fit_qsm`, which also returns R2*
+from :mod:`napari_myelin.reconst.decay`); the crops, padded FFT grids, gradients and conjugate gradients
+are shared with chi-separation in :mod:`napari_myelin.reconst.inverse`. The references are with the code
+of each step.
 """
 
 from napari_myelin.reconst.masking import brain_mask
@@ -44,7 +48,10 @@ from napari_myelin.reconst.qsm.metrics import edge_fraction, qsm_metrics
 from napari_myelin.reconst.qsm.phase import (
     GAMMA_BAR_MHZ_PER_T,
     check_inputs,
+    PhaseSignWarning,
     hz_to_ppm,
+    phase_sign_check,
+    phase_sign_result,
     phase_to_radians,
     ppm_to_hz,
 )
@@ -73,6 +80,9 @@ __all__ = [
     "lbv",
     "path_unwrap",
     "pdf",
+    "PhaseSignWarning",
+    "phase_sign_check",
+    "phase_sign_result",
     "phase_to_radians",
     "ppm_to_hz",
     "qsm_metrics",

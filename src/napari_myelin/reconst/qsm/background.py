@@ -21,7 +21,7 @@ import scipy.fft as sfft
 from scipy import ndimage
 
 from napari_myelin.reconst.dipole import dipole_kernel
-from napari_myelin.reconst.qsm.grid import _bbox, _cg, _fast_box, _Grid, _voxel
+from napari_myelin.reconst.inverse import _bbox, _cg, _fast_box, _Grid, _voxel
 from napari_myelin.utils.errors import InputError
 from napari_myelin.utils.progress import step
 

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from napari_myelin.reconst.dipole import dipole_kernel
-from napari_myelin.reconst.qsm.grid import _cg, _fast_box, _Grid, _voxel
+from napari_myelin.reconst.inverse import _cg, _fast_box, _grad_into, _grad_symbol, _grad_t_into, _Grid, _voxel
 from napari_myelin.utils.errors import InputError
 from napari_myelin.utils.progress import step
 
@@ -64,47 +64,6 @@ def tkd(
         chi /= tkd_correction(threshold)
     out = np.zeros(mask.shape, np.float32)
     out[sl] = np.where(mask[sl], chi, 0)
-    return out
-
-
-def _grad_symbol(full):
-    ks = [sfft.fftfreq(n) for n in full[:2]] + [sfft.rfftfreq(full[2])]
-    terms = [(2 - 2 * np.cos(2 * np.pi * k)).astype(np.float32) for k in ks]
-    kx, ky, kz = np.meshgrid(*terms, indexing="ij", sparse=True)
-    return kx + ky + kz  # sum_i |E_i|^2 of periodic forward differences
-
-
-def _grad(x):
-    return np.stack([np.roll(x, -1, axis=a) - x for a in range(3)])
-
-
-def _grad_t(g):
-    return sum(np.roll(g[a], 1, axis=a) - g[a] for a in range(3))
-
-
-def _grad_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Periodic forward differences of ``x`` written into ``out`` (shape ``(3,) + x.shape``)."""
-    n0 = x.shape[0]
-    np.subtract(x[1:], x[:-1], out=out[0, :-1])
-    np.subtract(x[:1], x[-1:], out=out[0, n0 - 1:])
-    np.subtract(x[:, 1:], x[:, :-1], out=out[1, :, :-1])
-    np.subtract(x[:, :1], x[:, -1:], out=out[1, :, -1:])
-    np.subtract(x[:, :, 1:], x[:, :, :-1], out=out[2, :, :, :-1])
-    np.subtract(x[:, :, :1], x[:, :, -1:], out=out[2, :, :, -1:])
-    return out
-
-
-def _grad_t_into(g: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Adjoint of :func:`_grad_into` (minus the backward-difference divergence) into ``out``."""
-    np.negative(g[0], out=out)
-    out[1:] += g[0, :-1]
-    out[:1] += g[0, -1:]
-    out -= g[1]
-    out[:, 1:] += g[1, :, :-1]
-    out[:, :1] += g[1, :, -1:]
-    out -= g[2]
-    out[:, :, 1:] += g[2, :, :, :-1]
-    out[:, :, :1] += g[2, :, :, -1:]
     return out
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from napari_myelin.reconst.qsm.grid import _bbox
+from napari_myelin.reconst.inverse import _bbox
 
 
 def qsm_metrics(chi: np.ndarray, chi_true: np.ndarray, mask: np.ndarray) -> dict[str, float]:

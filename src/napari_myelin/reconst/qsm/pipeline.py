@@ -4,7 +4,7 @@ Inputs checked and scaled (:mod:`~napari_myelin.reconst.qsm.phase`), brain mask 
 :func:`~napari_myelin.reconst.masking.brain_mask`) reduced to voxels with measurable phase, every array
 cropped once to the mask's bounding box (+ margin, fast FFT sizes); unwrapping and echo fit -> total
 field (Hz, then ppm of B0); background field removal -> local field (ppm); dipole inversion -> chi
-(ppm); the maps pasted back on the full grid and referenced.
+(ppm); R2* (1/s) from the magnitude decay; the maps pasted back on the full grid and referenced.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ import numpy as np
 from scipy import ndimage
 
 from napari_myelin.io.maps import Maps
+from napari_myelin.reconst.decay import background_sigma, decay_rate
 from napari_myelin.reconst.dipole import b0_direction
 from napari_myelin.reconst.masking import brain_mask
 from napari_myelin.reconst.qsm.background import BFR_METHODS, lbv, pdf, sharp, vsharp
-from napari_myelin.reconst.qsm.grid import _fast_box, _paste, _voxel
+from napari_myelin.reconst.inverse import _fast_box, _paste, _voxel
 from napari_myelin.reconst.qsm.inversion import INVERSION_METHODS, reference_chi, tikhonov, tkd, tv_admm
-from napari_myelin.reconst.qsm.phase import check_inputs, hz_to_ppm, phase_to_radians
+from napari_myelin.reconst.qsm.phase import check_inputs, hz_to_ppm, phase_sign_check, phase_to_radians
 from napari_myelin.reconst.qsm.unwrap import (
     UNWRAP_METHODS,
     echo_fit,
@@ -73,7 +74,12 @@ def fit_qsm(
     reference : {"mean", "csf"}
         Susceptibility reference (CSF needs ``reference_mask``); recorded in ``parameters``.
     phase_sign : {1, -1}
-        ``-1`` when the scanner's phase decreases with a positive field.
+        ``-1`` when the scanner's phase decreases with a positive field. With two or more echoes the
+        result is checked (:func:`~napari_myelin.reconst.qsm.phase.phase_sign_check`: high-R2* voxels
+        must be paramagnetic; the counts in ``parameters["PhaseSignCheck"]``, the verdict by
+        :func:`~napari_myelin.reconst.qsm.phase.phase_sign_result`) and a
+        :class:`~napari_myelin.reconst.qsm.phase.PhaseSignWarning` naming ``--phase-sign`` is issued when
+        they come out diamagnetic.
     bfr_options, inversion_options : dict
         Extra keyword arguments for the chosen step functions.
 
@@ -81,7 +87,8 @@ def fit_qsm(
     -------
     Maps
         ``field`` (Hz, echo-combined total field), ``local_field`` (ppm of B0), ``chi`` (ppm),
-        ``mask`` (uint8: the voxels with a susceptibility value).
+        ``mask`` (uint8: the voxels with a susceptibility value) and, with two or more echoes, ``r2star``
+        (1/s, :mod:`napari_myelin.reconst.decay`; its noise floor in ``parameters["NoiseSigma"]``).
     """
     _check_methods(unwrap, bfr, inversion)
     te, b0 = check_inputs(magnitude, phase, echo_times, field_strength)
@@ -90,18 +97,22 @@ def fit_qsm(
     step(progress, cancel, 0.01, "brain mask")
     mask = brain_mask(mag) if mask is None else _given_mask(mask, ph.shape[:3])
     full_shape = mask.shape
+    sigma = background_sigma(mag[..., 0], mask)
     box, mag, ph, mask = _crop_to_brain(mag, ph, mask, te)
+    r2star = decay_rate(mag, te, mask, noise_sigma=sigma) if te.size > 1 else None
     field_hz = _total_field(ph, mag, te, mask, voxel, unwrap, progress, cancel)
     field_ppm = hz_to_ppm(field_hz, b0).astype(np.float32)
     opts = dict(bfr_options or {})
     local, final_mask = _remove_background(field_ppm, mask, voxel, bdir, bfr, opts, progress, cancel)
     iopts = dict(inversion_options or {})
     chi = _invert(local, final_mask, voxel, bdir, inversion, iopts, progress, cancel)
+    sign_check = phase_sign_check(chi, r2star, final_mask, phase_sign=phase_sign)  # warns when inverted
     field_hz = _paste(field_hz, box, full_shape)
     local = _paste(np.where(final_mask, local, 0).astype(np.float32), box, full_shape)
     chi = _paste(chi, box, full_shape)
     final_mask = _paste(final_mask, box, full_shape)
     chi, ref = reference_chi(chi, final_mask, reference, reference_mask)
+    extra = {} if r2star is None else {"r2star": _paste(np.where(final_mask[box], r2star, 0), box, full_shape)}
     step(progress, cancel, 1.0, "done")
     params = {
         "EchoTime": te.tolist(),
@@ -114,9 +125,12 @@ def fit_qsm(
         "BackgroundOptions": opts,
         "InversionOptions": iopts,
         "PhaseSign": int(np.sign(phase_sign) or 1),
+        "PhaseSignCheck": sign_check,
+        "NoiseSigma": sigma,
         **ref,
     }
-    return _qsm_maps(field_hz, local, chi, final_mask, unwrap, bfr, inversion, ref, params)
+    return _qsm_maps({"field": field_hz, "local_field": local, "chi": chi, "mask": final_mask.astype(np.uint8),
+                      **extra}, unwrap, bfr, inversion, ref, params)
 
 
 def _check_methods(unwrap: str, bfr: str, inversion: str) -> None:
@@ -218,18 +232,20 @@ def _invert(local, final_mask, voxel, bdir, inversion: str, iopts: dict, progres
     return tkd(local, final_mask, voxel, bdir, **iopts)
 
 
-def _qsm_maps(field_hz, local, chi, final_mask, unwrap, bfr, inversion, ref: dict, params: dict) -> Maps:
+def _qsm_maps(arrays: dict, unwrap, bfr, inversion, ref: dict, params: dict) -> Maps:
     """The output maps with their units, descriptions, method line and parameters."""
+    units = {"field": "Hz", "local_field": "ppm", "chi": "ppm", "mask": "1", "r2star": "1/s"}
+    descriptions = {
+        "field": "total field offset from the echo fit of unwrapped phase (Hz)",
+        "local_field": f"local (tissue) field after {bfr} background removal, ppm of B0",
+        "chi": f"magnetic susceptibility ({inversion}), ppm, referenced to the {ref['Reference']}",
+        "mask": "voxels with a susceptibility value (brain mask with signal, after background removal)",
+        "r2star": "R2* (1/s): weighted log-linear fit of the magnitude over TE, noise-floor guarded",
+    }
     return Maps(
-        {"field": field_hz, "local_field": local, "chi": chi,
-         "mask": final_mask.astype(np.uint8)},
-        units={"field": "Hz", "local_field": "ppm", "chi": "ppm", "mask": "1"},
-        descriptions={
-            "field": "total field offset from the echo fit of unwrapped phase (Hz)",
-            "local_field": f"local (tissue) field after {bfr} background removal, ppm of B0",
-            "chi": f"magnetic susceptibility ({inversion}), ppm, referenced to the {ref['Reference']}",
-            "mask": "voxels with a susceptibility value (brain mask with signal, after background removal)",
-        },
+        arrays,
+        units={k: units[k] for k in arrays},
+        descriptions={k: descriptions[k] for k in arrays},
         method=f"QSM: {unwrap} unwrapping, {bfr} background removal, {inversion} inversion",
         parameters=params,
     )

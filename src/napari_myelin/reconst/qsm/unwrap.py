@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft as sfft
 
-from napari_myelin.reconst.qsm.grid import _Grid, _voxel
+from napari_myelin.reconst.inverse import _Grid, _voxel
 from napari_myelin.utils.errors import InputError
 
 UNWRAP_METHODS = ("laplacian", "path")
