@@ -1,4 +1,8 @@
-"""npe2 reader: NIfTI files (and, later, result folders) to napari layers.
+"""npe2 readers: NIfTI files, napari-myelin result folders and DICOM folders to napari layers.
+
+A DICOM folder is converted by dcm2niix into a temporary folder (:func:`napari_myelin.io.dicom.convert_dicom`)
+and every series becomes a layer: the recognised ones named by their BIDS name (echoes stacked), the others
+by series number and description.
 
 Integer-valued files that look like label maps (integer dtype, or a lookup table beside them)
 become Labels layers, with region names from a ``.tsv`` (``index`` and ``name`` columns) or an
@@ -7,12 +11,15 @@ FSL-style ``.txt`` lookup table beside the file.
 
 from __future__ import annotations
 
+import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ._layers import volume_to_layer
 from ._styles import display_style
+from napari_myelin.io.dicom import convert_dicom, has_dicom, series_volume
 from napari_myelin.io.lut import find_lut
 from napari_myelin.io.volume import is_nifti, load_volume
 
@@ -90,4 +97,30 @@ def read_nifti(path):
             layers.append((data, attrs, "labels"))
         else:
             layers.append(volume_to_layer(vol))
+    return layers
+
+
+def napari_get_dicom_reader(path):
+    """:func:`read_dicom` for one folder that holds DICOM files (any depth), else None."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if len(paths) == 1 and Path(paths[0]).is_dir() and has_dicom(paths[0]):
+        return read_dicom
+    return None
+
+
+def read_dicom(path):
+    """Every series of a DICOM folder as an image layer (converted in a temporary folder, then loaded)."""
+    folder = path if isinstance(path, (str, Path)) else path[0]
+    layers = []
+    with tempfile.TemporaryDirectory(prefix="napari-myelin-dicom-") as tmp:
+        for s in convert_dicom(folder, tmp):
+            if s.names:  # recognised: one layer, echoes stacked
+                named = [(re.sub(r"_echo-\d+", "", s.names[0].split("/")[-1]), series_volume(s))]
+            else:  # left out: one layer per file (it may hold coil images, other grids ...)
+                tag = f"{s.number} {s.description}"
+                named = [(tag if len(s.files) == 1 else f"{tag} ({i})", load_volume(f)) for i, f in
+                         enumerate(s.files, start=1)]
+            for name, vol in named:
+                vol.data, vol.path = np.array(vol.data), None  # in memory before the temporary files go
+                layers.append(volume_to_layer(vol, name=name))
     return layers

@@ -1,10 +1,11 @@
 """The ``napari-myelin`` command line: one command, one subcommand per action.
 
 Each module of this package that does not start with ``_`` is a subcommand. It defines ``HELP``
-(one line), ``add_arguments(parser)`` and ``run(args) -> int``; its name (``_`` read as ``-``)
-is the subcommand's name. :func:`main` turns :class:`~napari_myelin.utils.errors.InputError` into
-one sentence on stderr and exit status 2, a cancel (Ctrl-C) into status 130, and any other
-failure into a one-line internal-error message with status 1 (``--debug`` shows the traceback).
+(one line), ``add_arguments(parser)`` and ``run(args) -> int``; its name (``_`` read as ``-``,
+a trailing ``_`` dropped: ``import_`` is ``import``) is the subcommand's name. :func:`main` turns
+:class:`~napari_myelin.utils.errors.InputError` into one sentence on stderr and exit status 2, a cancel
+(Ctrl-C) into status 130, and any other failure into a one-line internal-error message with status 1
+(``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from napari_myelin.utils.progress import Cancelled
 
 def _subcommands():
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            yield info.name.replace("_", "-"), importlib.import_module(f"{__name__}.{info.name}")
+        if not info.name.startswith("_"):  # a trailing _ avoids a Python keyword: import_ -> import
+            yield info.name.rstrip("_").replace("_", "-"), importlib.import_module(f"{__name__}.{info.name}")
 
 
 def build_parser() -> argparse.ArgumentParser:
