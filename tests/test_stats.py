@@ -287,15 +287,24 @@ def test_normative_build_and_z_scores():
     patient = _subject_table(rng, "pt", shift=0.2)
     scored, dist = compare_to_normative(patient, norm)
     merged = patient.merge(norm, on=["label", "map"], suffixes=("", "_n"))
-    z = (merged["mean"] - merged["mean_n"]) / merged["sd_n"]
-    np.testing.assert_allclose(scored["z"].to_numpy(), z.to_numpy(), rtol=1e-12)
-    assert scored["abnormal"].tolist() == (np.abs(z) > 1.96).tolist()
+    # predictive t of a new subject against n = 5 controls (Crawford & Howell), and its normal deviate
+    t = (merged["mean"] - merged["mean_n"]) / (merged["sd_n"] * np.sqrt(1 + 1 / 5))
+    z = np.sign(t) * sstats.norm.isf(sstats.t.sf(np.abs(t), 4))
+    np.testing.assert_allclose(scored["t"].to_numpy(), t.to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(scored["z"].to_numpy(), z.to_numpy(), rtol=1e-9)
+    p = 2 * sstats.t.sf(np.abs(t), 4)
+    for m in ("fa", "mk"):  # Benjamini-Hochberg over the 3 labels of each map
+        sel = (merged["map"] == m).to_numpy()
+        ps = np.sort(p[sel])
+        q = np.minimum.accumulate((ps * 3 / np.arange(1, 4))[::-1])[::-1]
+        np.testing.assert_allclose(np.sort(scored.loc[sel, "q"]), q, rtol=1e-12)
+        assert scored.loc[sel, "abnormal"].tolist() == (scored.loc[sel, "q"] <= 0.05).tolist()
     for lab in (1, 2, 3):
         zl = z[merged["label"] == lab].to_numpy()
         row = dist[dist["label"] == lab].iloc[0]
-        assert row["D"] == pytest.approx(np.sqrt((zl ** 2).sum()), rel=1e-12)
+        assert row["D"] == pytest.approx(np.sqrt((zl ** 2).sum()), rel=1e-9)  # a table: independent maps
         assert row["n_maps"] == 2
-        assert row["D_abnormal"] == (row["D"] ** 2 > sstats.chi2.ppf(0.95, 2))
+        assert row["D_p"] == pytest.approx(sstats.chi2.sf(row["D"] ** 2, 2), rel=1e-9)
     with pytest.raises(InputError, match="at least 2"):
         build_normative(healthy[:1])
     bad_units = patient.assign(units="%")
@@ -334,7 +343,7 @@ def test_cli_stats_and_normative(random_subject, tmp_path, capsys):
     assert t[t["label"] == 4]["status"].str.startswith("empty").all()
     assert "absent" in capsys.readouterr().err
     norm = tmp_path / "norm.csv"
-    assert main(["normative", *map(str, csvs), "--csv", str(norm)]) == 0
+    assert main(["normative", "table", *map(str, csvs), "--csv", str(norm)]) == 0
     nt = read_normative(norm)
     assert (nt["n_subjects"] == 3).all() and np.allclose(nt["sd"], 0.0, atol=1e-12)  # identical subjects
     # a normative table with a known SD gives known z-scores
@@ -346,9 +355,11 @@ def test_cli_stats_and_normative(random_subject, tmp_path, capsys):
                  "--normative", str(norm), "--correlation", str(tmp_path / "corr.csv")]) == 0
     scored = pd.read_csv(out)
     ok = scored[scored["status"] == "ok"]
-    np.testing.assert_allclose(ok["z"], 2.0, rtol=1e-9)
-    np.testing.assert_allclose(ok["D"], np.sqrt(8.0), rtol=1e-9)
-    assert ok["abnormal"].all()
+    # 2 SD above a table of 3 subjects: predictive t = 2 / sqrt(1 + 1/3) on 2 degrees of freedom, not flagged
+    z = sstats.norm.isf(sstats.t.sf(2 / np.sqrt(4 / 3), 2))
+    np.testing.assert_allclose(ok["z"], z, rtol=1e-9)
+    np.testing.assert_allclose(ok["D"], np.sqrt(2) * z, rtol=1e-9)
+    assert not ok["abnormal"].any()
     corr = pd.read_csv(tmp_path / "corr.csv")
     assert corr.loc[0, "n"] == 4
     # WM threshold from a probability map, wide layout
@@ -434,9 +445,12 @@ def test_shipped_synthetic_normative_table():
     assert (norm["n_subjects"] >= 2).all() and (norm["sd"] > 0).all()
     names = tract_lut().set_index("index")["name"]
     assert (norm["name"].to_numpy() == names.loc[norm["label"]].to_numpy()).all()
-    # a subject sitting exactly 2 SD above the table in every tract and map: z = 2, D = 2 sqrt(k)
+    # a subject sitting exactly 2 SD above the table in every tract and map: predictive t = 2 / sqrt(1 + 1/n)
     subject = norm[["label", "name", "map", "units"]].assign(mean=norm["mean"] + 2 * norm["sd"], status="ok")
     scored, dist = compare_to_normative(subject, norm)
-    np.testing.assert_allclose(scored["z"], 2.0, rtol=1e-9)
-    k = norm.groupby("label")["map"].size()
-    np.testing.assert_allclose(dist.set_index("label")["D"], 2 * np.sqrt(k.loc[dist["label"]].to_numpy()), rtol=1e-9)
+    n = scored.merge(norm, on=["label", "map"])["n_subjects"].to_numpy()
+    z = sstats.norm.isf(sstats.t.sf(2 / np.sqrt(1 + 1 / n), n - 1))
+    np.testing.assert_allclose(scored["z"], z, rtol=1e-9)
+    assert set(scored["normative_model"]) == {"SYNTHETIC normative table"}
+    d = scored.assign(z2=scored["z"] ** 2).groupby("label")["z2"].sum() ** 0.5
+    np.testing.assert_allclose(dist.set_index("label")["D"], d.loc[dist["label"]].to_numpy(), rtol=1e-9)

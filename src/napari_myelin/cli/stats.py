@@ -15,12 +15,14 @@ import argparse
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from napari_myelin.align.atlas import load_labels
 from napari_myelin.utils.errors import InputError
-from napari_myelin.stats.normative import compare_to_normative, read_normative
+from napari_myelin.stats.normative import score_subject
 from napari_myelin.stats.roi import WEIGHTINGS, correlation_table, roi_statistics, write_csv
 from napari_myelin.io.volume import load_volume
-from ._common import terminal_progress
+from ._common import parse_covariates, terminal_progress
 
 HELP = "statistics of maps per ROI/tract (mean, SD, median, IQR ...) to CSV, with normative z-scores"
 
@@ -37,8 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", choices=("long", "wide"), default="long",
                         help="long: one row per (subject, label, map) [default]; wide: one row per label")
     parser.add_argument("--subject", default="", help="subject identifier written in every row")
-    parser.add_argument("--normative", metavar="TABLE.csv",
-                        help="normative table (label, map, mean, sd): adds z, abnormal (|z|>1.96) and D columns")
+    parser.add_argument("--normative", metavar="MODEL",
+                        help="normative model folder ('napari-myelin normative build'), synthetic-demo, or a normative "
+                        "table CSV (label, map, n_subjects, mean, sd): adds predictive z, FDR flags and D columns")
+    parser.add_argument("--covariate", dest="covariates", action="append", default=[], metavar="NAME=VALUE",
+                        help="the subject's covariate for the model, e.g. --covariate age=41 (repeat)")
     parser.add_argument("--wm", metavar="WM.nii.gz", help="white-matter probability map (0-1) for partial volume")
     parser.add_argument("--weighting", choices=WEIGHTINGS, default=None,
                         help="use of --wm: weighted mean/SD, or a threshold (default: weighted when --wm is given)")
@@ -66,6 +71,20 @@ def parse_map_args(items: list[str]) -> dict[str, Path]:
     return maps
 
 
+def _normative(path: str):
+    """A model folder, ``synthetic-demo`` or a normative table CSV (scored as an intercept-only model)."""
+    from napari_myelin.stats.normative import read_normative
+    from napari_myelin.stats.normative_model import model_from_table
+    from napari_myelin.workflows.normative import open_model
+
+    if str(path).lower().endswith(".csv"):
+        table = read_normative(path)
+        source = table["source"].astype(str) if "source" in table else pd.Series([], dtype=str)
+        return model_from_table(table, {"Name": f"normative table {Path(path).name}",
+                                        "Synthetic": bool(len(source)) and source.str.startswith("SYNTHETIC").all()})
+    return open_model(path)
+
+
 def run(args: argparse.Namespace) -> int:
     csv = Path(args.csv)
     # check every output before the (possibly long) computation
@@ -78,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     maps = {name: load_volume(p) for name, p in map_paths.items()}
     weighting = args.weighting or ("weighted" if args.wm else "none")
     wm = load_volume(args.wm) if args.wm else None
-    normative = read_normative(args.normative) if args.normative else None
+    normative = _normative(args.normative) if args.normative else None
     with terminal_progress("stats") as progress:
         result = roi_statistics(labels, maps, lut=lut, weights=wm, weighting=weighting, threshold=args.threshold,
                                 grid=args.grid, subject=args.subject, progress=progress)
@@ -87,7 +106,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"napari-myelin stats: note: {message}", file=sys.stderr)
     distance = None
     if normative is not None:
-        table, distance = compare_to_normative(table, normative)
+        scores = score_subject(table, normative, parse_covariates(args.covariates))
+        table, distance = scores.rows, scores.tracts
+        for message in scores.messages:
+            print(f"napari-myelin stats: note: {message}", file=sys.stderr)
     write_csv(table, csv, layout=args.layout)
     if args.correlation:
         corr = correlation_table(labels, maps, across=args.across, stats=table if args.across == "labels" else None)
@@ -97,8 +119,8 @@ def run(args: argparse.Namespace) -> int:
           f"{len(table)} rows ({len(table) - len(ok)} empty)")
     if distance is not None:
         flagged = distance[distance["D_abnormal"] | (distance["abnormal_maps"] != "")]
-        print(f"normative: {len(flagged)} of {len(distance)} labels outside the normal range "
-              f"(|z| > 1.96 or D beyond the 95th percentile)")
+        print(f"normative ({normative.label}): {len(flagged)} of {len(distance)} labels flagged "
+              f"(a map at FDR 5 % over the labels, or the multivariate D)")
         for row in flagged.itertuples(index=False):
             print(f"  {row.label:>4}  {row.name:<40} D = {row.D:.2f}  abnormal: {row.abnormal_maps or '-'}")
     return 0
