@@ -154,13 +154,13 @@ def validate(seed: int, size: str, normative_csv: str) -> int:
     print(f"NAWM-demyelination tract: {target} {mwf.loc[target, 'name']}: MWF z = {mwf.loc[target, 'z']:.2f}, "
           f"D = {mwf.loc[target, 'D']:.2f}")
     flagged = mwf[mwf["abnormal"]]
-    print(f"tracts with MWF |z| > 1.96: {len(flagged)} of {int(mwf['z'].notna().sum())} "
+    print(f"tracts with an MWF flag (FDR 5 %): {len(flagged)} of {int(mwf['z'].notna().sum())} "
           f"({int((lesion[flagged.index] > 0).sum())} of them contain lesion voxels)")
     for label, row in flagged.sort_values("z").iterrows():
         print(f"  {label:3d} {row['name']:<36} z = {row['z']:6.2f}  lesion voxels {int(lesion[label])}")
     healthy = mwf[(lesion[mwf.index] == 0) & (mwf.index != target)]
     print(f"tracts without lesion or NAWM change: {int(healthy['abnormal'].sum())} of "
-          f"{int(healthy['z'].notna().sum())} flagged (false positives; 5 % expected)")
+          f"{int(healthy['z'].notna().sum())} flagged (false positives; at most 5 % of the flags expected)")
     return 0
 
 

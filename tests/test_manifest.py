@@ -24,7 +24,9 @@ def test_every_contribution_resolves_to_a_callable():
     widgets = {w.display_name for w in manifest.contributions.widgets}
     assert widgets == {
         "Myelin water (MWF)", "Diffusion kurtosis (DKI)", "Susceptibility (QSM)", "Relaxometry (QPM)",
-        "Register to template", "Integrated myelin map (CNN)", "ROI statistics", "Subject pipeline",
+        "Magnetization transfer (MTsat)", "χ-separation",
+        "Register to template", "Integrated myelin map (CNN)", "ROI statistics", "NAWM abnormality", "Subject pipeline", "Cohort",
     }
     assert {s.display_name for s in manifest.contributions.sample_data} >= {"Myelin phantom"}
-    assert [r.command for r in manifest.contributions.readers] == ["napari-myelin.read_nifti"]
+    assert [r.command for r in manifest.contributions.readers] == ["napari-myelin.read_nifti",
+                                                                    "napari-myelin.read_dicom"]

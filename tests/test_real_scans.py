@@ -4,7 +4,7 @@
   the T1 and M0 that qMRLab's fit gives at 8 published probe voxels.
 * ROMEO.jl's 3-echo GRE brain crop (korbinian90/ROMEO.jl ``test/data/small``) through the QSM
   pipeline: no residual phase wraps in the field, a field consistent with the measured phase, and
-  a susceptibility map with values.
+  a susceptibility map with values; the phase as stored (+-pi/855, not radians) is refused.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from napari_myelin.cli import main
 from napari_myelin.io.volume import load_volume
 from napari_myelin.reconst.qpm import fit_vfa
-from napari_myelin.reconst.qsm import fit_qsm
+from napari_myelin.reconst.qsm import fit_qsm, phase_sign_result, phase_to_radians
+from napari_myelin.utils.errors import InputError
 
 REAL = Path(__file__).parent / "data" / "real"
 QMRLAB = REAL / "qmrlab"
@@ -215,3 +217,31 @@ def test_real_romeo_gre_field_reproduces_the_measured_phase(romeo_qsm):
     for n in (1, 2):
         resid = np.angle(np.exp(1j * (2 * np.pi * f * (te[n] - te[0]) - (phase[..., n] - phase[..., 0]))))
         assert (np.abs(resid[mask]) < np.pi / 2).mean() >= 0.999, n
+
+
+def test_real_romeo_raw_phase_is_refused(tmp_path, capsys):
+    """The shipped file as stored (+-pi/855 behind a NaN scl_slope) is not taken for radians: one sentence
+    naming the file and the range found, from the Python entry point and from the CLI (exit 2, nothing
+    written). The rescaled phase above runs."""
+    raw = load_volume(ROMEO / "Phase.nii.gz").data
+    with pytest.raises(InputError, match=r"^Phase\.nii\.gz: values -0\.003674\.\.0\.003674 are neither radians"):
+        phase_to_radians(raw, name="Phase.nii.gz")
+    with pytest.raises(InputError, match=r"^phase: values -0\.003674\.\.0\.003674 are neither radians"):
+        fit_qsm(load_volume(ROMEO / "Mag.nii.gz").data, raw, [0.002, 0.004, 0.006], field_strength=7.0)
+    out = tmp_path / "qsm"
+    argv = ["qsm", str(ROMEO / "Mag.nii.gz"), str(ROMEO / "Phase.nii.gz"), "--te", "0.002", "0.004", "0.006",
+            "--b0", "7", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"napari-myelin qsm: error: {ROMEO / 'Phase.nii.gz'}: values -0.003674..0.003674 are ")
+    assert err.count("\n") == 1 and "rescale it to radians" in err
+    assert not out.exists()
+
+
+def test_real_romeo_phase_sign_is_inconclusive(romeo_qsm):
+    """On this crop (echo times assumed, R2* noisy at 2-6 ms) the high-R2* voxels are as often above as
+    below their neighbourhood: the sign check says it cannot tell rather than warn."""
+    maps, _, _ = romeo_qsm
+    check = maps.parameters["PhaseSignCheck"]
+    assert phase_sign_result(check) == "inconclusive"
+    assert check["Voxels"] > 1000 and 0.4 < check["ParamagneticVoxels"] / check["Voxels"] < 0.6

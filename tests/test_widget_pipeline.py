@@ -14,7 +14,8 @@ from napari_myelin.widgets.pipeline import PipelineWidget
 def test_pipeline_widget_runs_and_opens_results(make_napari_viewer, qtbot, tmp_path):
     write_phantom(tmp_path / "ph", seed=5, size="small", snr=100.0)
     subject = tmp_path / "sub-05"
-    shutil.copytree(tmp_path / "ph" / "sub-05", subject, ignore=shutil.ignore_patterns("*MESE*", "*MEGRE*", "*VFA*", "fmap"))
+    shutil.copytree(tmp_path / "ph" / "sub-05", subject,
+                    ignore=shutil.ignore_patterns("*MESE*", "*MEGRE*", "*VFA*", "*MTS*", "fmap"))
     viewer = make_napari_viewer()
     widget = PipelineWidget(viewer)
     widget.subject.value = subject

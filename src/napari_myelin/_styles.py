@@ -32,6 +32,8 @@ MAP_STYLES: dict[str, tuple[str, tuple[float, float], float, str]] = {
     "pd": ("gray", (0.0, 1.0), 1.0, ""),
     "mtv": ("gray", (0.0, 0.4), 1.0, ""),
     "qpm_myelin": ("magma", (0.0, 0.3), 1.0, "fraction"),
+    "mtsat": ("magma", (0.0, 5.0), 1.0, "p.u."),
+    "mtr": ("viridis", (0.0, 60.0), 1.0, "%"),
 }
 
 

@@ -90,6 +90,30 @@ def _load_previous(out_dir: Path, name: str, key: dict) -> dict | None:
     return previous
 
 
+def saved_registration(out_dir: str | Path, name: str, fixed: Volume, moving: Volume) -> Registration:
+    """The registration ``name`` saved in ``out_dir`` by an earlier run, without the images it was computed from.
+
+    ``fixed`` and ``moving`` give the two grids (only their shapes and affines are used): ``apply`` resamples
+    onto ``fixed``'s grid, ``to_native`` onto ``moving``'s.
+
+    Raises
+    ------
+    InputError
+        No record ``{name}.json`` or one of its transform files is missing.
+    """
+    out = Path(out_dir)
+    record = out / f"{name}.json"
+    try:
+        files = {stage: out / f for stage, f in json.loads(record.read_text(encoding="utf-8"))["Files"].items()}
+    except (OSError, ValueError, KeyError):
+        raise InputError(f"{record}: no saved registration; run 'napari-myelin run' on the subject first.") from None
+    if not all(p.exists() for p in files.values()):
+        raise InputError(f"{record}: a transform file it lists is missing; run 'napari-myelin run' again.")
+    forward, inverse, flags = _ordered(files)
+    return Registration(fixed, moving, moving, forward, inverse, flags, "saved", float("nan"), float("nan"),
+                        reused=True)
+
+
 def _run_ants(fixed: Volume, moving: Volume, transform: str, seed: int, kwargs: dict, tmp: Path) -> dict[str, Path]:
     fi, mi = to_ants(fixed), to_ants(moving)
     prefix = str(tmp / "xfm_")

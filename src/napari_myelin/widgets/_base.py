@@ -4,10 +4,10 @@ the layout (form, progress bar and Cancel, optional panels) and choice lists tha
 from __future__ import annotations
 
 import numpy as np
-from napari.layers import Image, Labels
+from napari.layers import Image, Labels, Layer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from .._layers import META_KEY, from_display, layer_to_volume
+from .._layers import META_KEY, from_display, layer_to_volume, volume_to_layer
 from napari_myelin.utils.errors import InputError
 from napari_myelin.io.volume import Volume
 from ._runner import Runner
@@ -39,6 +39,23 @@ def mask_on_grid(layer, reference: Volume, what: str) -> np.ndarray:
     return np.asarray(mask) > 0
 
 
+def parse_floats(text: str, what: str) -> list[float] | None:
+    """Numbers typed in a text field (separated by spaces or commas), or ``None`` when it is empty.
+
+    Raises
+    ------
+    InputError
+        The text is not a list of numbers (``what`` names the field).
+    """
+    text = (text or "").replace(",", " ").strip()
+    if not text:
+        return None
+    try:
+        return [float(t) for t in text.split()]
+    except ValueError:
+        raise InputError(f"{what}: '{text}' is not a list of numbers; type e.g. 3 10 20.") from None
+
+
 def volume_layers(viewer, ndim: int = 3, *, labels: bool = False) -> list[tuple[str, object]]:
     """``(name, layer)`` choices of the viewer's non-RGB image layers of ``ndim`` dimensions
     (and Labels layers with ``labels=True``)."""
@@ -66,6 +83,18 @@ class ActionDock(QWidget):
         self.viewer.layers.events.removed.connect(self._refresh)
         self._refresh()
         return layout
+
+    def show_map(self, vol: Volume, arr, name: str, colormap: str, contrast_limits, metadata: dict):
+        """Add ``arr`` (stored order, on the grid of ``vol``) as the image layer ``name``, or replace the data of the
+        layer of that name; returns the layer."""
+        kwargs = {"colormap": colormap, "metadata": metadata}
+        if contrast_limits is not None:
+            kwargs["contrast_limits"] = contrast_limits
+        data, attrs, kind = volume_to_layer(vol.with_data(np.asarray(arr, dtype=np.float32)), name=name, **kwargs)
+        if attrs["name"] in self.viewer.layers:
+            self.viewer.layers[attrs["name"]].data = data
+            return self.viewer.layers[attrs["name"]]
+        return self.viewer.add_layer(Layer.create(data, attrs, kind))
 
     def _refresh(self, _event=None) -> None:
         """Re-read the layer choices of every combo box in ``self.form``."""

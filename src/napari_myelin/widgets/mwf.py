@@ -14,10 +14,10 @@ import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, LineEdit, PushButton, SpinBox
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
-from napari.layers import Image, Layer
+from napari.layers import Image
 from qtpy.QtWidgets import QGroupBox, QVBoxLayout
 
-from .._layers import to_display, volume_to_layer
+from .._layers import to_display
 from napari_myelin.reconst import mwf
 from napari_myelin.utils.errors import InputError
 from ._base import ActionDock, layer_volume, mask_on_grid, volume_layers
@@ -151,16 +151,8 @@ class MWFWidget(ActionDock):
 
     def _add_map(self, key, arr, units, name=None):
         label, cmap, limits = DISPLAY[key]
-        maps = self.maps
-        data, attrs, kind = volume_to_layer(
-            self._volume.with_data(np.asarray(arr, dtype=np.float32)), name=name or f"{self._name} {label}",
-            colormap=cmap, contrast_limits=limits,
-            metadata={"units": units, "method": maps.method, "parameters": maps.parameters},
-        )
-        if attrs["name"] in self.viewer.layers:
-            self.viewer.layers[attrs["name"]].data = data
-            return self.viewer.layers[attrs["name"]]
-        return self.viewer.add_layer(Layer.create(data, attrs, kind))
+        return self.show_map(self._volume, arr, name or f"{self._name} {label}", cmap, limits,
+                             {"units": units, "method": self.maps.method, "parameters": self.maps.parameters})
 
     def _add_layers(self, maps) -> None:
         self.maps = mwf.to_percent(maps)

@@ -17,16 +17,15 @@ import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
-from napari.layers import Labels, Layer
+from napari.layers import Labels
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import QGroupBox, QVBoxLayout
 
-from .._layers import volume_to_layer
 from napari_myelin.io.resample import b1_on_grid
 from napari_myelin.reconst import qpm
 from napari_myelin.io.resample import resample_like
 from napari_myelin.utils.errors import InputError
-from ._base import ActionDock, layer_volume, mask_on_grid, volume_layers
+from ._base import ActionDock, layer_volume, mask_on_grid, parse_floats, volume_layers
 
 FROM_SIDECAR = ""
 NONE = "none"
@@ -39,16 +38,6 @@ DISPLAY = {
     "qpm_myelin": ("QPM myelin", "inferno", (0.0, 0.3)),
     "mwf_qpm": ("MWF from QPM (%)", "turbo", (0.0, 30.0)),
 }
-
-
-def _parse_floats(text: str, what: str):
-    text = (text or "").replace(",", " ").strip()
-    if not text:
-        return None
-    try:
-        return [float(t) for t in text.split()]
-    except ValueError:
-        raise InputError(f"{what}: '{text}' is not a list of numbers; type e.g. 3 10 20.") from None
 
 
 class QPMWidget(ActionDock):
@@ -131,9 +120,9 @@ class QPMWidget(ActionDock):
             if layer is None:
                 raise InputError("QPM: no 4D image layer is open; open the SPGR series (one volume per flip angle) first.")
             vol = layer_volume(layer)
-            tr_text = _parse_floats(self.tr.value, "TR")
+            tr_text = parse_floats(self.tr.value, "TR")
             fa, tr = qpm.spgr_protocol(
-                vol.metadata, vol.shape[3], flip_angles_deg=_parse_floats(self.flip_angles.value, "flip angles"),
+                vol.metadata, vol.shape[3], flip_angles_deg=parse_floats(self.flip_angles.value, "flip angles"),
                 tr=None if tr_text is None else tr_text[0], source=layer.name,
             )
             b1 = None
@@ -159,14 +148,8 @@ class QPMWidget(ActionDock):
 
     def _add_map(self, vol, key, arr, units, method, parameters, name):
         label, cmap, limits = DISPLAY[key]
-        data, attrs, kind = volume_to_layer(
-            vol.with_data(np.asarray(arr, dtype=np.float32)), name=name or f"{self._name} {label}", colormap=cmap,
-            contrast_limits=limits, metadata={"units": units, "method": method, "parameters": parameters},
-        )
-        if attrs["name"] in self.viewer.layers:
-            self.viewer.layers[attrs["name"]].data = data
-            return self.viewer.layers[attrs["name"]]
-        return self.viewer.add_layer(Layer.create(data, attrs, kind))
+        return self.show_map(vol, arr, name or f"{self._name} {label}", cmap, limits,
+                             {"units": units, "method": method, "parameters": parameters})
 
     def _add_layers(self, maps) -> None:
         self.maps = maps

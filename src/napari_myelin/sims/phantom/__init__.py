@@ -1,4 +1,4 @@
-"""Digital brain phantom: one anatomy, four simulated acquisitions, ground truth for every estimator.
+"""Digital brain phantom: one anatomy, five simulated acquisitions, ground truth for every estimator.
 
 Anatomy
 -------
@@ -16,7 +16,9 @@ properties:
   ``mwf`` = myelin water / total water.
 * **susceptibility** (ppm, CSF = 0): WM -0.03 x (myelin / 0.13), cortical GM +0.02, iron-rich
   deep GM up to +0.15 (globus pallidus, substantia nigra, red nucleus, dentate, putamen, caudate,
-  thalamus: ellipsoids at MNI positions), a few veins (+0.35 ppm).
+  thalamus: ellipsoids at MNI positions), a few veins (+0.35 ppm). Each term has one sign, so the GRE
+  truth also carries the chi-separation split ``chi = chi_para - chi_dia``: ``chi_para`` (GM, iron,
+  veins) and ``chi_dia`` (myelin, as a positive magnitude).
 * **diffusion**: a Gaussian compartment mixture whose cumulant expansion gives the voxel's
   diffusion and kurtosis tensors exactly (Jensen & Helpern 2010): WM intra-axonal (D par 2.0,
   perp 0.1 um^2/ms) and extra-axonal (1.5 / 0.8) compartments along the tract's fibre direction
@@ -56,6 +58,11 @@ onto it by world coordinates (linear; labels and directions nearest) and the sig
 * **SPGR** (flip angles 3, 10, 20 deg, TR 15 ms): two-pool exchanging tissue water
   (:func:`.qpm.spgr_two_pool_signal`) plus a single-pool CSF Ernst signal, with the same B1 field;
   the **B1 map** is delivered on its own coarse grid.
+* **MTS** (MT-weighted, PD-weighted and T1-weighted SPGR, 6/6/20 deg, TR 28/28/18 ms; BIDS
+  ``*_flip-1_mt-on_MTS``, ``*_flip-1_mt-off_MTS``, ``*_flip-2_mt-off_MTS``): a two-pool MT model whose
+  bound-pool fraction follows myelin, a Gaussian MT pulse (4 ms, 220 deg, 2 kHz), the same B1
+  (:mod:`.mt`); truth ``mtsat``, ``mtr``, ``t1``, ``bpf``. Its noise comes from its own generator, drawn
+  after every other acquisition, so the other acquisitions do not depend on it.
 * Rician noise (complex Gaussian noise, magnitude taken) with sigma = mean brain signal of the
   reference volume (first echo, mean b = 0, first GRE echo, largest SPGR flip angle) / ``snr``.
 
@@ -76,8 +83,8 @@ Modules
 :mod:`.constants` (tissue, anatomy landmarks, grids, protocols), :mod:`.geometry` (grids, pose,
 resampling), :mod:`.anatomy` (tissue properties on the model grid), :mod:`.signals` (signal equations,
 gradient scheme, noise), :mod:`.truth` (DKI of the compartment mixture, truth maps),
-:mod:`.acquisitions` (the five acquisitions of one subject), :mod:`.subject` (:class:`Phantom`,
-:func:`make_phantom`), :mod:`.writer` (:func:`write_phantom`).
+:mod:`.acquisitions` (the five acquisitions of one subject), :mod:`.mt` (the MT-weighted trio and its two-pool
+MT model), :mod:`.subject` (:class:`Phantom`, :func:`make_phantom`), :mod:`.writer` (:func:`write_phantom`).
 """
 
 from napari_myelin.sims.phantom.constants import (AIR, B0_TESLA, CHI, CSF_DIFFUSIVITY, DEEP_GM, DWI_B0S, DWI_BVALS,
@@ -87,6 +94,7 @@ from napari_myelin.sims.phantom.constants import (AIR, B0_TESLA, CHI, CSF_DIFFUS
                                                   T1, T2, TAU_MYELIN, TRACT_MWF, VEINS, WM_EXTRA, WM_INTRA,
                                                   WM_RESTRICTED, WM_RESTRICTED_FRACTION)
 from napari_myelin.sims.phantom.geometry import Pose, _world_coords, acquisition_grid, block_mean, fine_grid
+from napari_myelin.sims.phantom.mt import MTS_KEYS, bound_saturation, simulate_mts, super_lorentzian
 from napari_myelin.sims.phantom.signals import (fibonacci_sphere, gradient_scheme, simulate_dwi, simulate_field,
                                                 simulate_mese, simulate_spgr)
 from napari_myelin.sims.phantom.subject import Phantom, make_phantom
@@ -102,4 +110,5 @@ __all__ = [
     "Phantom", "Pose", "acquisition_grid", "block_mean", "dki_params_from_tensors", "fibonacci_sphere", "fine_grid",
     "gradient_scheme", "make_phantom", "mixture_dki", "simulate_dwi", "simulate_field", "simulate_mese",
     "simulate_spgr", "tissue_dki", "write_phantom",
+    "MTS_KEYS", "bound_saturation", "simulate_mts", "super_lorentzian",
 ]

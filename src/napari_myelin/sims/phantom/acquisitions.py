@@ -174,7 +174,7 @@ def _dwi(scan: _Scan, grid) -> tuple[Volume, dict]:
 # multi-echo GRE
 # --------------------------------------------------------------------------------------------------
 def _gre(scan: _Scan, grid, n_echoes: int, progress=None, cancel=None) -> tuple[Volume, Volume, dict]:
-    """Multi-echo GRE (oblique slab): magnitude, wrapped phase and the truth (chi, fields, R2*)."""
+    """Multi-echo GRE (oblique slab): magnitude, wrapped phase and the truth (chi, chi_para, chi_dia, fields, R2*)."""
     aff, shp, s = scan.grid(grid, rotation_deg=(12.0, 0, 4.0))
     common = _common_truth(s, aff)
     mask = common["mask"].data
@@ -194,6 +194,10 @@ def _gre(scan: _Scan, grid, n_echoes: int, progress=None, cancel=None) -> tuple[
         "background_field": _vol(background.astype(np.float32), aff, "ppm", "field of outside sources + shim residual"),
         "total_field": _vol(total.astype(np.float32), aff, "ppm", "local + background field"),
         "r2s": _vol((s.linear("r2s") * mask).astype(np.float32), aff, "1/s", "R2*"),
+        "chi_para": _vol((s.linear("chi_para") * mask).astype(np.float32), aff, "ppm",
+                         "paramagnetic susceptibility (GM, deep-GM iron, veins; >= 0)"),
+        "chi_dia": _vol((s.linear("chi_dia") * mask).astype(np.float32), aff, "ppm",
+                        "diamagnetic susceptibility magnitude (myelin; >= 0, chi = chi_para - chi_dia)"),
         **common,
     }
     return mag, phase, truth

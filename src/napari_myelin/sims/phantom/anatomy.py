@@ -220,8 +220,17 @@ def _water_pools(an: dict, mwf_wm: np.ndarray, lesion: np.ndarray, nawm: np.ndar
 
 
 def _susceptibility(an: dict, mwf_wm: np.ndarray) -> dict:
-    """Susceptibility (ppm, CSF = 0: myelin, cortical GM, deep-GM iron, veins) and R2* (1/s)."""
+    """Susceptibility (ppm, CSF = 0: myelin, cortical GM, deep-GM iron, veins), its paramagnetic and
+    diamagnetic parts and R2* (1/s).
+
+    ``chi_para`` (>= 0) gathers the paramagnetic sources (cortical GM, deep-GM iron, venous blood) and
+    ``chi_dia`` (>= 0, the magnitude of the diamagnetic susceptibility, chi-separation's convention) the
+    myelin of white matter, so that ``chi = chi_para - chi_dia``: each term of ``chi`` belongs to one
+    source, with no new draw (the chi-separation truth).
+    """
     wm, gm, csf, deep, chi_iron, vein = an["wm"], an["gm"], an["csf"], an["deep"], an["chi_iron"], an["vein"]
     chi = (wm * CHI["wm_per_mwf"] * mwf_wm + gm * CHI["gm"] * (1 - deep) + chi_iron + CHI["vein"] * vein)
+    chi_para = gm * CHI["gm"] * (1 - deep) + chi_iron + CHI["vein"] * vein
+    chi_dia = -(wm * CHI["wm_per_mwf"] * mwf_wm)
     r2s = wm * (20.0 + 60 * (mwf_wm - 0.10)) + gm * (15.0 + 200 * chi_iron) + csf * 2.0 + 10 * vein
-    return {"chi": chi, "r2s": r2s}
+    return {"chi": chi, "chi_para": chi_para, "chi_dia": chi_dia, "r2s": r2s}

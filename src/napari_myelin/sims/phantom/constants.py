@@ -69,6 +69,7 @@ SIZES = {
         "gre": ((4.0, 4.0, 4.0), (184, 216, 152)),
         "spgr": ((4.5, 4.5, 4.5), (198, 225, 162)),
         "b1": ((8.0, 8.0, 8.0), (232, 256, 192)),
+        "mts": ((4.0, 4.0, 4.0), (196, 228, 164)),
         "gre_echoes": 4,
     },
     "full": {
@@ -78,6 +79,7 @@ SIZES = {
         "gre": ((2.0, 2.0, 2.0), (184, 216, 152)),
         "spgr": ((2.4, 2.4, 2.4), (197, 230, 158)),
         "b1": ((5.0, 5.0, 5.0), (230, 260, 190)),
+        "mts": ((2.0, 2.0, 2.0), (196, 228, 164)),
         "gre_echoes": 5,
     },
 }
@@ -87,4 +89,32 @@ GRE_TE1, GRE_DTE, GRE_FLIP, GRE_TR = 0.004, 0.005, 15.0, 0.030
 DWI_BVALS, DWI_DIRS, DWI_B0S = (1000.0, 2000.0), 32, 5
 S0_SCALE = 1000.0
 #: Series written as int16 (rounded) by :func:`.write_phantom`, as scanners export magnitudes.
-INT16_SERIES = ("mese", "dwi", "gre_mag", "spgr")
+INT16_SERIES = ("mese", "dwi", "gre_mag", "spgr", "mts_mtw", "mts_pdw", "mts_t1w")
+
+# --------------------------------------------------------------------------------------------------
+# magnetization transfer (the MTS acquisitions, :mod:`.mt`)
+# --------------------------------------------------------------------------------------------------
+#: Bound (macromolecular) pool size F = M0b / M0f of tissue water, linear in the tissue myelin-water
+#: fraction: F = MT_BPF_BASE + MT_BPF_SLOPE * MWF_tissue (CSF has none). The line passes through the
+#: in-vivo white-matter F of about 0.15 (Sled & Pike 2001; Gloor et al. 2008) at the phantom's mean tract
+#: MWF of 0.12 and the cortical grey-matter F of about 0.065 (Sled & Pike 2001; Gloor et al. 2008) at its
+#: GM MWF of 0.03; a linear link is what histology shows for both (bound-pool fraction and MWF each
+#: linear in myelin content: Dula et al. 2010; Underhill et al. 2011).
+MT_BPF_BASE, MT_BPF_SLOPE = 0.035, 0.95
+#: Exchange rate constant kr = kf / F (1/s): kf of about 4.5 1/s at F of about 0.15 in white matter
+#: (Sled & Pike 2001), qMRLab's ``qmt_spgr`` default kr = 30.
+MT_KR = 30.0
+#: Bound-pool longitudinal relaxation rate (1/s), fixed by convention (Henkelman et al. 1993; Sled & Pike 2001).
+MT_R1B = 1.0
+#: Bound-pool T2 (s) of its super-Lorentzian line (Morrison & Henkelman 1995): about 12 us in white matter
+#: (Sled & Pike 2001; Gloor et al. 2008).
+MT_T2B = 12e-6
+#: MT pulse of the multi-parameter-mapping protocol (Weiskopf et al. 2013): Gaussian, 4 ms, 220 deg nominal,
+#: 2 kHz off resonance.
+MT_PULSE = {"duration_s": 0.004, "flip_deg": 220.0, "offset_hz": 2000.0}
+#: Flip angles (deg) and repetition times (s) of the MT-, PD- and T1-weighted SPGR: qMRLab's ``mt_sat``
+#: example protocol (the in-vivo slice of tests/data/real/qmrlab).
+MTS_FLIPS, MTS_TRS = (6.0, 6.0, 20.0), (0.028, 0.028, 0.018)
+#: Amplitude scale of the MTS magnitudes (stored as int16 like the other series; their signal is about 6 %
+#: of the amplitude at these flip angles).
+MTS_SCALE = 20000.0

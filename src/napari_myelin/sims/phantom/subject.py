@@ -3,7 +3,9 @@
 :func:`make_phantom` reads top to bottom: check the arguments, build the subject's tissue on the model
 grid (:mod:`.anatomy`), place it in the scanner (:mod:`.acquisitions`: pose, fields, noise), then
 acquire the B1 map, MESE, DWI, GRE and SPGR, each with its truth maps on its own grid. All random draws
-come from ``seed``, in a fixed order, so a seed gives one phantom.
+come from ``seed``, in a fixed order, so a seed gives one phantom. The MT-weighted trio (:mod:`.mt`) comes
+last; its noise has its own generator (``[seed, 20]``), so the other acquisitions are those of a phantom
+without it, bit for bit.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pandas as pd
 from napari_myelin.sims.phantom.acquisitions import _b1_map, _dwi, _gre, _in_scanner, _mese, _Scan, _spgr
 from napari_myelin.sims.phantom.anatomy import _model
 from napari_myelin.sims.phantom.constants import SIZES
+from napari_myelin.sims.phantom.mt import _mts
 from napari_myelin.utils.errors import InputError
 from napari_myelin.utils.progress import step
 
@@ -27,9 +30,9 @@ class Phantom:
     Attributes
     ----------
     acq : dict of str to Volume
-        ``mese``, ``dwi``, ``gre_mag``, ``gre_phase``, ``spgr``, ``b1``.
+        ``mese``, ``dwi``, ``gre_mag``, ``gre_phase``, ``spgr``, ``b1``, ``mts_mtw``, ``mts_pdw``, ``mts_t1w``.
     truth : dict of str to dict of str to Volume
-        Truth maps per modality (``mese``, ``dwi``, ``gre``, ``spgr``, ``b1``) on that modality's grid.
+        Truth maps per modality (``mese``, ``dwi``, ``gre``, ``spgr``, ``b1``, ``mts``) on that modality's grid.
     lut : DataFrame
         Tract lookup table (``index``, ``name``, ``abbreviation``, ``hemisphere``).
     parameters : dict
@@ -44,7 +47,7 @@ class Phantom:
 
 def make_phantom(seed: int = 0, size: str = "small", snr: float = 200.0, lesions: bool = False, *,
                  nawm_reduction: float = 0.25, progress=None, cancel=None) -> Phantom:
-    """Simulate one subject: four acquisitions plus the truth maps on each acquisition's grid.
+    """Simulate one subject: five acquisitions plus the truth maps on each acquisition's grid.
 
     Parameters
     ----------
@@ -83,6 +86,9 @@ def make_phantom(seed: int = 0, size: str = "small", snr: float = 200.0, lesions
     acq["gre_mag"], acq["gre_phase"], truth["gre"] = _gre(scan, cfg["gre"], cfg["gre_echoes"], progress, cancel)
     step(progress, cancel, 0.85, "SPGR")
     acq["spgr"], truth["spgr"] = _spgr(scan, cfg["spgr"])
+    step(progress, cancel, 0.95, "MT-weighted SPGR")
+    mts, truth["mts"] = _mts(scan, cfg["mts"], np.random.default_rng([seed, 20]))
+    acq.update(mts)
     step(progress, cancel, 1.0, "phantom ready")
     params = _parameters(scan, seed=seed, size=size, snr=snr, lesions=lesions, nawm_reduction=nawm_reduction)
     return Phantom(acq=acq, truth=truth, lut=model["lut"], parameters=params)

@@ -36,9 +36,11 @@ def write_phantom(out_dir: str | os.PathLike, seed: int = 0, size: str = "small"
         OUT/sub-XX/anat/sub-XX_MESE.nii.gz (+ .json: EchoTime list ...)
         OUT/sub-XX/anat/sub-XX_part-mag_MEGRE.nii.gz, sub-XX_part-phase_MEGRE.nii.gz
         OUT/sub-XX/anat/sub-XX_VFA.nii.gz (FlipAngle list, RepetitionTime)
+        OUT/sub-XX/anat/sub-XX_flip-1_mt-on_MTS.nii.gz, sub-XX_flip-1_mt-off_MTS.nii.gz, sub-XX_flip-2_mt-off_MTS.nii.gz
+            (MT-, PD- and T1-weighted SPGR; FlipAngle, RepetitionTimeExcitation, MTState)
         OUT/sub-XX/fmap/sub-XX_TB1map.nii.gz
         OUT/sub-XX/dwi/sub-XX_dwi.nii.gz (+ .bval, .bvec, .json)
-        OUT/derivatives/truth/sub-XX/<mese|dwi|gre|spgr|b1>/<map>.nii.gz (+ .json with Units)
+        OUT/derivatives/truth/sub-XX/<mese|dwi|gre|spgr|b1|mts>/<map>.nii.gz (+ .json with Units)
         OUT/derivatives/truth/tracts.tsv (label lookup table; also beside every labels map)
 
     ``XX`` is the seed on two digits. Series are stored 4D with list-valued sidecar entries;
@@ -76,6 +78,9 @@ def _write_acquisitions(ph: Phantom, out: Path, sub: str, gen: dict, progress, c
         "spgr": out / sub / "anat" / f"{sub}_VFA.nii.gz",
         "b1": out / sub / "fmap" / f"{sub}_TB1map.nii.gz",
         "dwi": out / sub / "dwi" / f"{sub}_dwi.nii.gz",
+        "mts_mtw": out / sub / "anat" / f"{sub}_flip-1_mt-on_MTS.nii.gz",
+        "mts_pdw": out / sub / "anat" / f"{sub}_flip-1_mt-off_MTS.nii.gz",
+        "mts_t1w": out / sub / "anat" / f"{sub}_flip-2_mt-off_MTS.nii.gz",
     }
     for i, (name, path) in enumerate(files.items()):
         step(progress, cancel, 0.8 + 0.1 * i / len(files), f"writing {path.name}")
