@@ -128,18 +128,38 @@ t4 = ants_io.from_ants(ants.resample_image(ants_io.to_ants(atlas.load_template(2
 rng = np.random.default_rng(0)
 img = t4.with_data(np.roll(t4.data, (1, -1, 2), axis=(0, 1, 2)) * (1 + 0.05 * rng.random(t4.shape)))
 img.affine = t4.affine.copy(); img.affine[:3, 3] += [2.0, -3.0, 1.5]
-a = R.register_to_template(img, preset="fast", template=t4, seed=7, check=False)
-b = R.register_to_template(img, preset="fast", template=t4, seed=7, check=False)
-print("IDENTICAL" if np.array_equal(a.warped.data, b.warped.data) else "DIFFERENT")
+same = []
+for seed in (0, 7):  # 0, the default, included (ANTs itself reads 0 as "seed from the clock")
+    a = R.register_to_template(img, preset="fast", template=t4, seed=seed, check=False)
+    b = R.register_to_template(img, preset="fast", template=t4, seed=seed, check=False)
+    same.append(np.array_equal(a.warped.data, b.warped.data))
+# fast is ANTsPy's plain SyN: with the same seed, the transforms of the bare call itself
+ants.config._random_seed = ants_io.ants_seed(0)
+out = ants.registration(ants_io.to_ants(t4), ants_io.to_ants(img), type_of_transform="SyN")
+ants.config._random_seed = None
+peer = ants.apply_transforms(fixed=ants_io.to_ants(np.zeros(t4.shape, np.float32), t4.affine),
+                             moving=ants_io.to_ants(img), transformlist=out["fwdtransforms"], defaultvalue=0)
+a = R.register_to_template(img, preset="fast", template=t4, check=False)
+same.append(np.array_equal(a.warped.data, peer.numpy()))
+print("IDENTICAL" if all(same) else f"DIFFERENT {same}")
 """
 
 
 def test_reproducible_for_a_seed_single_thread():
-    """With one ITK thread (set before ANTs first runs, hence a fresh process) a seed repeats bit for bit."""
+    """With one ITK thread (set before ANTs first runs, hence a fresh process) a seed repeats bit for bit, and
+    the fast preset gives what a bare ``ants.registration(type_of_transform="SyN")`` gives with that seed."""
     env = dict(os.environ, ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS="1")
     out = subprocess.run([sys.executable, "-c", REPRO_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("IDENTICAL")
+
+
+def test_ants_seed_never_zero():
+    """ANTs takes --random-seed 0 as "from the clock": every seed of ours maps to a distinct non-zero one."""
+    seeds = [ants_io.ants_seed(s) for s in (0, 1, 2, 7, 2**31 - 2)]
+    assert 0 not in seeds and len(set(seeds)) == len(seeds)
+    with pytest.raises(InputError, match="seed"):
+        ants_io.ants_seed(-1)
 
 
 def test_repeatable_with_threads(subject, template4):
@@ -165,6 +185,7 @@ def test_transforms_saved_and_reused(subject, template4, tmp_path, monkeypatch):
         raise AssertionError("registered twice")
 
     monkeypatch.setattr(ants, "registration", _no_second_registration)
+    monkeypatch.setattr(runner, "register_stages", _no_second_registration)
     again = R.register_to_template(subject["image"], preset="fast", template=template4, out_dir=tmp_path)
     assert again.reused
     np.testing.assert_allclose(again.warped.data, first.warped.data, atol=1e-5)

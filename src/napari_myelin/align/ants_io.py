@@ -17,7 +17,9 @@ The number of ITK threads follows the machine (``os.cpu_count()``) unless
 ``ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS`` is set (:func:`set_threads`, ``--threads``) before the first
 registration of the process: ITK reads it once. ANTs samples the metric at randomly perturbed
 regular points; the seed (``--random-seed``) fixes them, and with one thread a run is repeated bit
-for bit. With several threads ITK's dynamic work splitting sums the Mattes mutual information in
+for bit. ANTs reads a seed of 0 as "seed from the clock", so seed ``s`` reaches ANTs as
+``s mod (2^31 - 1) + 1`` (:func:`ants_seed`): every seed, 0 (the default) included, is repeatable.
+With several threads ITK's dynamic work splitting sums the Mattes mutual information in
 a varying order, so repeated runs differ slightly (measured: mean tract Dice between two runs
 about 0.9 at 4 mm); use one thread where exact repetition matters.
 """
@@ -65,6 +67,14 @@ def ants_module():
     return ants
 
 
+def ants_seed(seed: int) -> int:
+    """The ``--random-seed`` given to ANTs for ``seed`` (never 0: ANTs would then seed from the clock)."""
+    seed = int(seed)
+    if seed < 0:
+        raise InputError(f"seed={seed}: must be 0 or a positive integer.")
+    return seed % (2**31 - 1) + 1
+
+
 @contextmanager
 def seeded(seed: int) -> Iterator[Any]:
     """Run ANTs with ``seed`` as its random seed, one registration at a time; yields ``ants``.
@@ -73,14 +83,47 @@ def seeded(seed: int) -> Iterator[Any]:
     that ANTs ran in this process (ITK has then read its thread count, see :func:`set_threads`).
     """
     ants = ants_module()
+    value = ants_seed(seed)
     with _LOCK:
         saved = ants.config._random_seed
-        ants.config._random_seed = int(seed)
+        ants.config._random_seed = value
         _STATE["ran"] = True
         try:
             yield ants
         finally:
             ants.config._random_seed = saved
+
+
+def register_stages(fixed, moving, stages, outprefix: str) -> None:
+    """Run ``antsRegistration`` (the library ANTsPy wraps) with explicit stages, writing transforms only.
+
+    ``ants.registration`` also resamples the moving image onto the fixed grid and the fixed image onto
+    the moving grid; napari-myelin resamples the moving image itself
+    (:class:`~napari_myelin.align.transforms.Registration`), so this call asks for the transform files
+    alone. The initial transform aligns the intensity centres of mass (as ``ants.registration``); each
+    stage maps ``transform``, ``metric`` (a format
+    string with ``{fixed}`` and ``{moving}``), ``convergence``, ``shrink`` and ``sigmas`` to
+    antsRegistration's options. Call it inside :func:`seeded`.
+    """
+    try:
+        from ants.internal import get_lib_fn, get_pointer_string, process_arguments
+    except ImportError:  # antspyx < 0.5
+        from ants.utils import get_lib_fn, get_pointer_string, process_arguments
+    ants = ants_module()
+    fixed, moving = fixed.clone("float"), moving.clone("float")
+    f, m = get_pointer_string(fixed), get_pointer_string(moving)
+    args = ["--dimensionality", "3", "-r", f"[{f},{m},1]"]
+    for st in stages:
+        args += ["--metric", st["metric"].format(fixed=f, moving=m), "--transform", st["transform"],
+                 "--convergence", st["convergence"], "--smoothing-sigmas", st["sigmas"],
+                 "--shrink-factors", st["shrink"], "-x", "[NA,NA]"]
+    args += ["-u", "0", "-z", "1", "--output", outprefix]
+    if ants.config._random_seed is not None:
+        args += ["--random-seed", str(ants.config._random_seed)]
+    args += ["--float", "1", "--write-composite-transform", "0"]
+    status = get_lib_fn("antsRegistration")(process_arguments(args))
+    if status != 0:
+        raise RuntimeError(f"antsRegistration failed with status {status}")
 
 
 def ants_geometry(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -8,9 +8,11 @@ transform type. It
 2. reuses the transforms saved by a previous run in ``out_dir`` when its record (``{name}.json``)
    has the same transform type, seed, options and image digests (SHA-256 of the float32 voxels,
    the shape and the affine rounded to 1e-4 mm), so a subject is never registered twice;
-3. otherwise runs ``ants.registration`` under a fixed seed (:func:`~napari_myelin.align.ants_io.seeded`)
-   in a temporary folder and copies the transform files next to the outputs with stable names
-   (``{name}_0GenericAffine.mat``, ``{name}_1Warp.nii.gz``, ``{name}_1InverseWarp.nii.gz``);
+3. otherwise runs ``ants.registration`` (``fast``: the same stages through
+   :func:`~napari_myelin.align.ants_io.register_stages`, transform files only) under a fixed seed
+   (:func:`~napari_myelin.align.ants_io.seeded`) in a temporary folder and copies the transform
+   files next to the outputs with stable names (``{name}_0GenericAffine.mat``,
+   ``{name}_1Warp.nii.gz``, ``{name}_1InverseWarp.nii.gz``);
 4. resamples the moving image on the fixed grid and measures the normalised mutual information
    and coverage of the fixed brain (:func:`~napari_myelin.align.quality.similarity`): below
    :data:`MIN_SIMILARITY` or :data:`MIN_OVERLAP` the registration is refused (and its files are
@@ -32,7 +34,7 @@ import numpy as np
 from napari_myelin.utils.errors import InputError
 from napari_myelin.utils.progress import ProgressFn, step
 from napari_myelin.io.volume import Volume, atomic_write_bytes, check_output_folder
-from napari_myelin.align.ants_io import seeded, to_ants
+from napari_myelin.align.ants_io import register_stages, seeded, to_ants
 from napari_myelin.align.quality import check_image, image_name, reference_image, similarity
 from napari_myelin.align.transforms import Registration
 
@@ -118,7 +120,10 @@ def _run_ants(fixed: Volume, moving: Volume, transform: str, seed: int, kwargs: 
     fi, mi = to_ants(fixed), to_ants(moving)
     prefix = str(tmp / "xfm_")
     with seeded(seed) as ants:
-        ants.registration(fi, mi, type_of_transform=transform, outprefix=prefix, **kwargs)
+        if "stages" in kwargs:  # explicit stages, transform files only (the fast preset)
+            register_stages(fi, mi, kwargs["stages"], prefix)
+        else:
+            ants.registration(fi, mi, type_of_transform=transform, outprefix=prefix, **kwargs)
     files = {}
     for stage in _STAGE_NAMES:
         p = Path(prefix + stage)

@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="subject reference image (brain-extracted works best; 4D: first volume, DWI: first b0)")
     add_out_argument(parser)
     parser.add_argument("--preset", choices=list(PRESETS), default="fast",
-                        help="fast = antsRegistrationSyNQuick[s] (default), accurate = SyN, affine = Affine")
+                        help="fast = plain ANTsPy SyN (default), accurate = SyN with more iterations, affine = Affine")
     parser.add_argument("--apply", nargs="+", default=[], metavar="MAP",
                         help="maps/labels/masks in the moving image's space to warp to the template "
                              "(written as DIR/<name>.nii.gz)")
