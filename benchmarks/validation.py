@@ -13,7 +13,16 @@ compared with the subject's truth:
 * **QSM** (``fit_qsm`` defaults, automatic mask): NRMSE of the demeaned susceptibility in the mask
   (and in the mask eroded by 2 voxels), WM-tract and deep-grey means against the truth;
 * **T1 / QPM** (``qpm`` two-pool with the B1 map): median T1 and PD error in WM, QPM myelin (fraction)
-  against the true MWF (mean difference in WM and Spearman rho).
+  against the true MWF (mean difference in WM and Spearman rho);
+* **MTsat** (``fit_mtsat`` defaults with the B1 map, on the MTS trio): WM and GM mean against the truth
+  (Helms' delta at B1 = 1), tract means r, MTR and T1 in WM;
+* **chi-separation** (``fit_qsm`` then ``separate_susceptibility`` with the MESE's mono-exponential R2 moved
+  by world coordinates, Dr 137 Hz/ppm): chi_dia in WM against the truth (means, voxel and tract r),
+  chi_para in iron-rich deep grey matter (true chi_para > 0.08 ppm).
+
+The independent subjects are simulated with ``chi_separation=True`` (iron in WM and a GRE whose R2' is
+built from the susceptibility sources; the other acquisitions are those of the default subject). Further
+QPM studies (pool-parameter sensitivity, cross-subject calibration): ``benchmarks/qpm_sensitivity.py``.
 
 SNR: MESE, GRE and SPGR 200, DWI 50 for every subject (the project's own phantom benchmarks).
 ``--extras`` adds, on the first frozen subject: the MWF with equal excitation and refocusing slices,
@@ -21,7 +30,7 @@ with myelin-IE exchange in the MESE, and the T1 with imperfect RF spoiling (50 d
 
 Usage::
 
-    python benchmarks/validation.py [--size small|full] [--subjects 3] [--extras]
+    python benchmarks/validation.py [--size small|full] [--subjects 5] [--extras]
 """
 
 from __future__ import annotations
@@ -109,6 +118,47 @@ def qpm_metrics(spgr, b1_map, truth) -> dict:
             "QPM myelin vs MWF, Spearman": f"{spearmanr(my, mwf, nan_policy='omit')[0]:.2f}"}
 
 
+def mtsat_metrics(acq: dict, truth: dict) -> dict:
+    from napari_myelin.api import b1_on_grid, fit_mtsat
+
+    vols = [acq[k] for k in ("mts_mtw", "mts_pdw", "mts_t1w")]
+    mask = truth["mask"].data.astype(bool)
+    fit = fit_mtsat(*(v.data for v in vols), flip_angles=[v.metadata["FlipAngle"] for v in vols],
+                    repetition_times=[v.metadata["RepetitionTimeExcitation"] for v in vols],
+                    b1=b1_on_grid(acq["b1"], vols[0]), mask=mask)
+    wm = mask & (truth["wm"].data > 0.9)
+    gm = mask & (truth["wm"].data < 0.05) & (truth["mtsat"].data > 0.8)
+    t = tract_means(truth["labels"].data, mask & (truth["wm"].data > 0.5), fit["mtsat"], truth["mtsat"].data)
+    return {"MTsat WM est / truth (p.u.)": f"{fit['mtsat'][wm].mean():.2f} / {truth['mtsat'].data[wm].mean():.2f}",
+            "MTsat GM est / truth (p.u.)": f"{fit['mtsat'][gm].mean():.2f} / {truth['mtsat'].data[gm].mean():.2f}",
+            "MTsat tract means r": f"{np.corrcoef(t.T)[0, 1]:.3f}",
+            "MTR WM est / truth (%)": f"{fit['mtr'][wm].mean():.2f} / {truth['mtr'].data[wm].mean():.2f}",
+            "MTS T1 median error in WM (%)": f"{100 * np.median(fit['t1'][wm] / truth['t1'].data[wm] - 1):+.1f}"}
+
+
+def chisep_metrics(mag, phase, mese, truth) -> dict:
+    from napari_myelin.api import fit_qsm, separate_susceptibility
+    from napari_myelin.workflows.chisep import r2_on_gre, spin_echo_r2
+
+    q = fit_qsm(mag.data, phase.data, mag.echo_times, field_strength=3.0, affine=phase.affine)
+    r2 = r2_on_gre(spin_echo_r2(mese), mag.with_data(mag.data[..., 0]))
+    m = truth["mask"].data.astype(bool) & (q["mask"] > 0)
+    sep = separate_susceptibility(q["local_field"], q["r2star"], r2, b0=3.0, mask=m, affine=phase.affine)
+    wm = m & (truth["wm"].data > 0.9)
+    dia, para = truth["chi_dia"].data, truth["chi_para"].data
+    t = tract_means(truth["labels"].data, m & (truth["wm"].data > 0.5), sep["chi_dia"], dia, min_voxels=20)
+    deep = m & (para > 0.08)
+    out = {"chi_dia WM est / truth (ppb)": f"{1000 * sep['chi_dia'][wm].mean():.1f} / {1000 * dia[wm].mean():.1f}",
+           "chi_dia WM voxel r / tract means r": f"{np.corrcoef(sep['chi_dia'][wm], dia[wm])[0, 1]:.2f} / "
+                                                 f"{np.corrcoef(t.T)[0, 1]:.2f}",
+           "chi_para deep GM est / truth (ppb)": f"{1000 * sep['chi_para'][deep].mean():.0f} / "
+                                                 f"{1000 * para[deep].mean():.0f}",
+           "R2' WM est (1/s)": f"{np.median(sep['r2prime'][wm]):.1f}"}
+    if "r2prime" in truth:
+        out["R2' WM est (1/s)"] += f" / truth {np.median(truth['r2prime'].data[wm]):.1f}"
+    return out
+
+
 def evaluate(acq: dict, truth: dict, dwi_clean=None) -> dict:
     """Every metric of one subject (acquisitions and truth in the layout shared by both simulators)."""
     out = {**mwf_metrics(acq["mese"], truth["mese"]), **dki_metrics(acq["dwi"], truth["dwi"])}
@@ -116,6 +166,10 @@ def evaluate(acq: dict, truth: dict, dwi_clean=None) -> dict:
         out.update(dki_metrics(dwi_clean, truth["dwi"], " noise-free (truncation)"))
     out.update(qsm_metrics(acq["gre_mag"], acq["gre_phase"], truth["gre"]))
     out.update(qpm_metrics(acq["spgr"], acq["b1"], truth["spgr"]))
+    if "mts" in truth:
+        out.update(mtsat_metrics(acq, truth["mts"]))
+    if "chi_dia" in truth["gre"]:
+        out.update(chisep_metrics(acq["gre_mag"], acq["gre_phase"], acq["mese"], truth["gre"]))
     return out
 
 
@@ -134,7 +188,7 @@ def independent(seed: int, size: str) -> dict:
     from napari_myelin.sims.independent import subject as sub
     from napari_myelin.sims.independent.acquire import acquire_dwi
 
-    ind = make_independent_subject(seed, size, SNR)
+    ind = make_independent_subject(seed, size, SNR, chi_separation=True)
     clean, _ = acquire_dwi(sub._session(seed, size, {**SNR, "dwi": np.inf}))
     return evaluate(ind.acq, ind.truth, dwi_clean=clean)
 
@@ -155,7 +209,7 @@ def extras(seed: int, size: str) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="small", choices=("small", "full"))
-    parser.add_argument("--subjects", type=int, default=3, help="how many frozen subjects")
+    parser.add_argument("--subjects", type=int, default=5, help="how many frozen subjects")
     parser.add_argument("--extras", action="store_true")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")

@@ -40,8 +40,8 @@ def _tract_means(labels, sel, estimate, truth, min_voxels=10):
 
 
 def test_independent_subject_has_the_phantom_layout_and_plausible_truth(frozen):
-    assert set(frozen.acq) == {"mese", "dwi", "gre_mag", "gre_phase", "spgr", "b1"}
-    assert set(frozen.truth) == {"mese", "dwi", "gre", "spgr", "b1"}
+    assert set(frozen.acq) == {"mese", "dwi", "gre_mag", "gre_phase", "spgr", "b1", "mts_mtw", "mts_pdw", "mts_t1w"}
+    assert set(frozen.truth) == {"mese", "dwi", "gre", "spgr", "b1", "mts"}
     assert frozen.acq["mese"].shape[3] == len(frozen.acq["mese"].metadata["EchoTime"]) == 32
     dwi = frozen.acq["dwi"]
     assert dwi.bvals.max() == 3000 and dwi.shape[3] == dwi.bvals.size == 96
@@ -69,7 +69,10 @@ def test_independent_subjects_differ_beyond_a_warp_and_are_reproducible(frozen):
 def test_independent_writer_layout_is_found_by_bids(frozen, tmp_path):
     files = write_subject(frozen, tmp_path)
     found = find_subject(tmp_path / f"sub-{FROZEN_TEST_SEEDS[0]}")
-    assert all(found.present()[k] for k in ("mese", "gre", "spgr", "b1", "dwi"))
+    assert all(found.present()[k] for k in ("mese", "gre", "spgr", "b1", "dwi", "mts"))
+    assert [p.name.split("_", 1)[1] for p in found.mts] == ["flip-1_mt-on_MTS.nii.gz", "flip-1_mt-off_MTS.nii.gz",
+                                                             "flip-2_mt-off_MTS.nii.gz"]
+    assert read_sidecar(files["mts_t1w"])["FlipAngle"] == 15.0 and read_sidecar(files["mts_mtw"])["MTState"] is True
     assert read_sidecar(files["mese"])["EchoTime"][0] == pytest.approx(0.01)
     assert read_sidecar(files["spgr"])["FlipAngle"] == [3.0, 8.0, 13.0, 18.0]
     truth = tmp_path / "derivatives" / "truth" / f"sub-{FROZEN_TEST_SEEDS[0]}"

@@ -21,6 +21,10 @@ the estimators' models on purpose:
 * **SPGR** (:mod:`.spgr`): Bloch-McConnell exchanging pools with the subject's own T1s and residence
   time and the pools' T2* at TE, receive bias, optional imperfect RF spoiling; a B1 map with its own
   noise and blur (:mod:`.fields`);
+* **MTS** (:mod:`.mt`): MT-, PD- and T1-weighted SPGR from a pulse-resolved two-pool MT model (bound
+  pool following myelin, super-Lorentzian saturation, exchange during the pulse), truth MTsat/MTR;
+* **susceptibility sources** (:mod:`.gre`): truth ``chi_para``/``chi_dia`` and spin-echo R2; with
+  ``chi_separation=True`` a GRE whose R2' is built from both sources (WM iron, static dephasing);
 * **anatomy** (:mod:`.anatomy`, :mod:`.geometry`): per-subject tract MWF from a population
   distribution, dispersion and axon density per tract, atrophy (ventricles, cortex), head size and
   pose with a non-affine warp, deep nuclei and veins, random lesions and NAWM deficits.
@@ -33,7 +37,7 @@ processes.
 
 Modules: :mod:`.constants`, :mod:`.epg`, :mod:`.pulses`, :mod:`.geometry`, :mod:`.anatomy`,
 :mod:`.tissue`, :mod:`.fields`, :mod:`.session`, :mod:`.mese`, :mod:`.dwi`, :mod:`.gre`, :mod:`.spgr`,
-:mod:`.acquire`, :mod:`.subject`, :mod:`.writer`.
+:mod:`.mt`, :mod:`.acquire`, :mod:`.subject`, :mod:`.writer`.
 """
 
 from napari_myelin.sims.independent.subject import FROZEN_TEST_SEEDS, IndependentSubject, make_independent_subject

@@ -5,7 +5,7 @@ it (:func:`.tissue.classes_on_grid`), computes the noise-free signal of the insi
 modality's physics (:mod:`.mese`, :mod:`.dwi`, :mod:`.spgr`), applies the session's transmit and
 receive fields (:mod:`.fields`), adds Rician noise of ``sigma = mean brain signal of the reference
 volume / SNR`` from the modality's own generator, and returns ``(acquisition, truth maps)``. The
-multi-echo GRE is :func:`.gre.acquire_gre`.
+multi-echo GRE is :func:`.gre.acquire_gre`; the MT-weighted trio :func:`acquire_mts` (:mod:`.mt`).
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_myelin.sims.independent import dwi, mese, spgr
+from napari_myelin.sims.independent import dwi, mese, mt, spgr
 from napari_myelin.sims.independent.constants import (B0_TESLA, D_FREE, DWI_TE, DWI_TR, MESE_ECHOES, MESE_ESP,
                                                       MESE_REF_SLICE_RATIO, MESE_TBW_EXC, MESE_TBW_REF, MESE_TR,
-                                                      S0_SCALE, SIZES,
+                                                      MT_PULSE, MTS_FLIPS, MTS_TE, MTS_TRS, S0_SCALE, SIZES,
                                                       SPGR_FLIPS, SPGR_TE, SPGR_TR)
 from napari_myelin.sims.independent.fields import measured_b1, noise_sigma, rician
 from napari_myelin.sims.independent.session import Session, volume
-from napari_myelin.sims.independent.tissue import (CSF, GM, LESION, NAWM, classes_on_grid, t2_weight, true_mwf,
-                                                   water)
+from napari_myelin.sims.independent.tissue import (CSF, GM, LESION, NAWM, classes_on_grid, spin_echo_r2, t2_weight,
+                                                   true_mwf, water)
 
 
 def _fill(values: np.ndarray, inside: np.ndarray) -> np.ndarray:
@@ -75,6 +75,8 @@ def acquire_mese(se: Session, exchange: bool = False, refocusing_ratio: float = 
         "pd": volume(_fill(water(cl).sum(1), inside) * mask, aff, "fraction", "water content (pure water = 1)"),
         "refocusing_angle": volume((180.0 * b1).reshape(shp).astype(np.float32), aff, "deg",
                                    "refocusing angle at the slice centre (180 x B1)"),
+        "r2": volume(_fill(spin_echo_r2(cl), inside) * mask, aff, "1/s",
+                     "spin-echo R2 of the voxel's water: inverse geometric-mean T2 of its T2 pools"),
         **common,
     }
     return acq, truth
@@ -171,3 +173,48 @@ def acquire_spgr(se: Session, spoiling: str = "ideal") -> tuple:
         **common,
     }
     return acq, truth
+
+
+#: Acquisition keys of the MTS trio (MTw, PDw, T1w), as the project phantom's.
+MTS_KEYS = ("mts_mtw", "mts_pdw", "mts_t1w")
+
+
+def acquire_mts(se: Session) -> tuple:
+    """MT-, PD- and T1-weighted SPGR (:mod:`.mt`) on their own grid and their truth (MTsat, MTR, T1, F, B1).
+
+    The magnitudes are scaled to a mean PDw brain signal of 1000 and get Rician noise of
+    ``sigma = 1000 / SNR`` (the SPGR SNR) from the session's ``mts`` stream (MTw, PDw, T1w in turn).
+    Sidecars: ``FlipAngle``, ``RepetitionTimeExcitation`` and ``RepetitionTime`` (s), ``MTState`` and the
+    MT pulse, as BIDS MTS.
+    """
+    aff, shp, s = se.grid("mts")
+    cl = classes_on_grid(se.anatomy, s, se.tissue)
+    inside = cl["inside"]
+    common = se.common_truth(s, aff)
+    mask = common["mask"].data
+    b1 = se.fields.transmit(s.world)[inside.ravel()]
+    clean = mt.mts_signals(cl, se.tissue, b1)
+    truth_v = mt.mts_truth(cl, se.tissue, b1, clean)
+    sig = _fill(clean, inside) * _receive(se, s, mask)[..., None]
+    sig *= S0_SCALE / sig[..., 1][mask].mean()
+    sigma = noise_sigma(sig[..., 1], mask, se.snr["spgr"])
+    acq = {}
+    roles = ("MT-weighted", "PD-weighted", "T1-weighted")
+    for i, key in enumerate(MTS_KEYS):
+        pulse = {"MTPulseShape": "Gaussian", "MTPulseDuration": MT_PULSE["duration_s"],
+                 "MTOffsetFrequency": MT_PULSE["offset_hz"], "MTNumberOfPulses": 1,
+                 "MTPulseFlipAngle": MT_PULSE["flip_deg"]} if i == 0 else {}
+        acq[key] = volume(rician(sig[..., i], sigma, se.noise["mts"]), aff, "a.u.", f"{roles[i]} SPGR (MTS)",
+                          FlipAngle=MTS_FLIPS[i], RepetitionTimeExcitation=MTS_TRS[i], RepetitionTime=MTS_TRS[i],
+                          MTState=i == 0, EchoTime=MTS_TE, MagneticFieldStrength=B0_TESLA, MRAcquisitionType="3D",
+                          **pulse)
+    desc = {"mtsat": ("p.u.", "MT saturation at the nominal transmit field (Helms' exact single-pool equation "
+                              "for the noise-free MTw signal at B1 = 1, true T1, amplitude of the noise-free PDw)"),
+            "mtr": ("%", "MT ratio 100 (PDw - MTw)/PDw of the noise-free signals at the actual transmit field"),
+            "t1": ("s", "T1 of the voxel's water (water-weighted R1, as the SPGR truth)"),
+            "bpf": ("ratio", "bound-pool size F = M0b / M0f (water-weighted over the voxel's classes)")}
+    truth = {k: volume(_fill(truth_v[k], inside) * mask, aff, u, d) for k, (u, d) in desc.items()}
+    truth["mwf"] = volume(_fill(true_mwf(cl), inside) * mask, aff, "fraction", "myelin water / all water")
+    truth["b1"] = volume(se.fields.transmit(s.world).reshape(shp).astype(np.float32), aff, "ratio",
+                         "true transmit field ratio")
+    return acq, {**truth, **common}

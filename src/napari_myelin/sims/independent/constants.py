@@ -97,6 +97,45 @@ Lancet Neurol 17:162-173 (2018): lesions periventricular, juxtacortical, infrate
 [Lau04] Laule C et al. Water content and myelin water fraction in multiple sclerosis. J Neurol
 251:284-293 (2004): lesion MWF reduced by 40-90 %, water content up by a few percent, NAWM MWF
 reduced by up to about 15 %.
+[Hen93] Henkelman RM et al. Quantitative interpretation of magnetization transfer. Magn Reson Med
+29:759-766 (1993): two-pool model with saturation rate W = pi w1^2 G(D); R1 of the bound pool set to
+1 1/s (not determinable from the data).
+[MH95] Morrison C, Henkelman RM. A model for magnetization transfer in tissues. Magn Reson Med
+33:475-482 (1995): super-Lorentzian line of the bound pool, T2b about 10-12 us in white matter.
+[SP00] Sled JG, Pike GB. Quantitative interpretation of magnetization transfer in spoiled gradient echo
+MRI sequences. J Magn Reson 145:24-36 (2000): pulsed MT in SPGR, saturation during the pulse.
+[SP01] Sled JG, Pike GB. Quantitative imaging of magnetization transfer exchange and relaxation
+properties in vivo using MRI. Magn Reson Med 46:923-931 (2001): in vivo 1.5 T, WM F about 0.13-0.16
+(M0b/M0f), kf about 4.3-4.6 1/s, T2b about 11-12 us; cortical GM F about 0.06-0.07.
+[Glo08] Gloor M, Scheffler K, Bieri O. Quantitative magnetization transfer imaging using balanced SSFP.
+Magn Reson Med 60:691-700 (2008): 1.5 T, frontal WM F about 0.14-0.16, kf about 4.5 1/s, GM F about
+0.06-0.07, kf about 2 1/s; T2b 12 us and the super-Lorentzian on resonance extrapolated to
+G(0) = 1.4e-5 s for the excitation pulses' saturation of the bound pool.
+[Und11] Underhill HR et al. Fast bound pool fraction imaging of the in vivo rat brain: association with
+myelin content and validation in the C6 glioma model. NeuroImage 54:2052-2065 (2011): bound-pool
+fraction linear in histological myelin content.
+[Dul10] Dula AN et al. Multiexponential T2, magnetization transfer, and quantitative histology in white
+matter tracts of rat spinal cord. Magn Reson Med 63:902-909 (2010): bound-pool fraction and MWF both
+linear in myelin content.
+[Hel08] Helms G et al. High-resolution maps of magnetization transfer with inherent correction for RF
+inhomogeneity and T1 relaxation obtained from 3D FLASH MRI. Magn Reson Med 60:1396-1407 (2008): the
+MTsat protocol (MT-weighted and PD-weighted FLASH at a small angle, T1-weighted at a larger angle and
+shorter TR, Gaussian off-resonance MT pulse).
+[Wei13] Weiskopf N et al. Quantitative multi-parameter mapping of R1, PD*, MT, and R2* at 3T: a
+multi-center validation. Front Neurosci 7:95 (2013): MPM MT pulse, Gaussian, 4 ms, 220 deg, 2 kHz.
+[Shi21] Shin HG et al. chi-separation: magnetic susceptibility source separation toward iron and myelin
+mapping in the brain. NeuroImage 240:118371 (2021): R2' = Dr (chi_para + |chi_dia|), Dr = 137 Hz/ppm at
+3 T from in-vivo regression.
+[YH94] Yablonskiy DA, Haacke EM. Theory of NMR signal behavior in magnetically inhomogeneous tissues: the
+static dephasing regime. Magn Reson Med 32:749-763 (1994): R2' proportional to gamma B0 |chi| of the
+sources, with a geometric factor: 2 pi/(27 sqrt 3) gamma B0 chi = 108 Hz/ppm at 3 T for spheres,
+gamma B0 chi / 3 = 267 Hz/ppm for randomly oriented cylinders (SI susceptibility of the voxel).
+[HS58] Hallgren B, Sourander P. The effect of age on the non-haemin iron in the human brain. J Neurochem
+3:41-51 (1958): non-haem iron (mg/100 g fresh weight) pallidum 21, putamen 13, caudate 9, thalamus 5,
+cerebral white matter 4, cortex 3.
+[Lan12] Langkammer C et al. Quantitative susceptibility mapping (QSM) as a means to measure brain iron?
+A post mortem validation study. NeuroImage 62:1593-1599 (2012): chi rises by about 1 ppb per ug/g
+(fresh weight) of iron.
 """
 
 from __future__ import annotations
@@ -286,6 +325,34 @@ RF_SPOIL_INCREMENT, SPOIL_PULSES = 50.0, 300
 B1_CENTRE_GAIN, B1_TILT, B1_NOISE, B1_BLUR_FWHM = (0.12, 0.22), 0.06, 0.02, 10.0
 #: Receive bias [Vol12]: amplitude of the smooth log-bias field across the head.
 RECEIVE_BIAS = (0.08, 0.15)
+#: MTS (MT-, PD- and T1-weighted 3D SPGR) of the MTsat kind [Hel08]: flip angles (deg), repetition
+#: times (s) and echo time (s) of MTw, PDw, T1w. Assumption: a protocol of that type, not Helms' exact values
+#: (and not the project phantom's: MT pulse, angles and TRs differ).
+MTS_FLIPS, MTS_TRS, MTS_TE = (5.0, 5.0, 15.0), (0.025, 0.025, 0.011), 0.0024
+#: The MT pulse of the MTw series: Gaussian (+-3 sigma), duration, nominal flip, offset, the gap before the
+#: excitation, and the number of intervals it is resolved into. Assumption: between the MPM pulse
+#: [Wei13] (4 ms, 220 deg, 2 kHz) and the longer, stronger pulses of [Hel08]-type protocols.
+MT_PULSE = {"duration_s": 0.008, "flip_deg": 400.0, "offset_hz": 1500.0, "gap_s": 0.001, "steps": 24}
+#: Duration (s) of the (hard) excitation pulse, for its saturation of the bound pool (assumption).
+EXC_PULSE_S = 0.0005
+#: Bound-pool R1 (1/s) [Hen93, SP01] and the on-resonance super-Lorentzian per unit T2b, G(0)/T2b
+#: = 1.4e-5 s / 12 us [Glo08].
+MT_R1B, MT_G0_PER_T2B = 1.0, 1.4e-5 / 12e-6
+#: Per-subject two-pool MT ranges (uniform draws from their own stream, after every other draw):
+#: bound-pool size F = M0b / M0f = mt_f0 + mt_f_slope MWF of the class water, so that cortical GM
+#: (MWF 0.02-0.045) has F 0.05-0.10 and WM (tract MWF 0.065-0.175) F 0.08-0.24, centred on WM 0.13-0.16
+#: and GM 0.06-0.07 [SP01, Glo08], linear in myelin as histology shows [Dul10, Und11]; the exchange
+#: constant kr = kf / F (kf 4.3-4.6 1/s at F 0.13-0.16 [SP01, Glo08]); bound-pool T2 [MH95, SP01, Glo08].
+MT_RANGES = {"mt_f0": (0.035, 0.055), "mt_f_slope": (0.75, 1.05), "mt_kr": (24.0, 38.0),
+             "mt_t2b": (10e-6, 14e-6)}
+#: chi-separation option (``chi_separation=True``): per-subject iron susceptibility of white matter (ppm,
+#: paramagnetic): [HS58] puts WM non-haem iron at about 1/5 of the pallidum's, i.e. 0.024-0.044 ppm at the
+#: pallidal chi drawn here, and [Lan12]'s slope gives about 0.04 ppm for 40 ug/g; part of it is in
+#: ferritin-poor oligodendrocytes and partly cancelled in vivo, so the range is set lower (assumption).
+#: The relaxometric constant of the diamagnetic (myelin) sources, Hz/ppm at 3 T: between the
+#: static-dephasing values of spheres and randomly oriented cylinders [YH94] and around the empirical
+#: values (137 [Shi21]); the paramagnetic constant is the subject's ``r2s_per_ppm_iron`` [Dei13].
+CHISEP_RANGES = {"chi_iron_wm": (0.010, 0.030), "dr_dia": (100.0, 200.0)}
 #: Default SNR of each series (mean brain signal of the reference volume / noise sigma).
 DEFAULT_SNR = {"mese": 200.0, "dwi": 50.0, "gre": 200.0, "spgr": 200.0}
 #: Signal scale of the stored magnitudes.
@@ -300,6 +367,7 @@ SIZES = {
         "gre": ((4.0, 4.0, 4.0), (188, 220, 156), (15.0, 0.0, -3.0), False),
         "spgr": ((4.5, 4.5, 4.5), (203, 234, 171), (0.0, 3.0, 0.0), False),
         "b1": ((8.0, 8.0, 8.0), (240, 264, 200), (0.0, 0.0, 0.0), False),
+        "mts": ((4.5, 4.5, 4.5), (203, 234, 171), (-4.0, 0.0, 2.0), False),
     },
     "full": {
         "mese": ((2.0, 2.0, 3.0), (192, 224, 156), (8.0, 0.0, 0.0), False),
@@ -307,10 +375,11 @@ SIZES = {
         "gre": ((2.0, 2.0, 2.0), (188, 220, 156), (15.0, 0.0, -3.0), False),
         "spgr": ((2.4, 2.4, 2.4), (202, 235, 170), (0.0, 3.0, 0.0), False),
         "b1": ((6.0, 6.0, 6.0), (240, 264, 200), (0.0, 0.0, 0.0), False),
+        "mts": ((2.4, 2.4, 2.4), (202, 235, 170), (-4.0, 0.0, 2.0), False),
     },
 }
 SUPERSAMPLE = 2
 #: Template (2 mm) position of the head centre, the point every field of view is centred on (MNI mm).
 HEAD_CENTRE_MNI = (0.0, -20.0, 5.0)
 #: Series stored as int16 magnitudes by the writer (as scanners export them).
-INT16_SERIES = ("mese", "dwi", "gre_mag", "spgr")
+INT16_SERIES = ("mese", "dwi", "gre_mag", "spgr", "mts_mtw", "mts_pdw", "mts_t1w")

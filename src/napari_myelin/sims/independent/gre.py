@@ -29,6 +29,22 @@ over each acquired voxel (intravoxel dephasing, no inverse crime):
   ``AVF / (1 - MVF)`` with ``AVF = MVF g^2 / (1 - g^2)``. These offsets are *not* in the bulk
   isotropic susceptibility: they are the orientation dependence a scalar QSM model cannot represent.
 
+**Susceptibility sources** (truth ``chi_para``, ``chi_dia``, the convention of chi-separation, Shin et
+al. 2021): ``chi = chi_para - chi_dia`` exactly, with ``chi_para >= 0`` the paramagnetic sources (GM:
+cortex and deep-nuclei iron; venous blood; with ``chi_separation`` also white-matter iron) and
+``chi_dia = |chi_I| MVF >= 0`` the magnitude of the diamagnetic myelin. By default the compartments keep
+the T2* of the literature (below) and the deep-GM R2* rises with the iron above the cortex's (the GRE
+of earlier versions, unchanged). With ``chi_separation=True`` the GRE is built from the sources:
+white matter holds iron (``chi_iron_wm``, paramagnetic) and every water compartment's decay is its
+spin-echo rate (the MESE's pool T2) plus the static-dephasing R2' of its class's sources
+(Yablonskiy & Haacke 1994)::
+
+    R2*_comp = 1/T2_comp + R2'_class,   R2'_class = Dr+ chi_para,class + Dr- chi_dia,class
+
+with the subject's ``Dr+`` (``r2s_per_ppm_iron``) and ``Dr-`` (``dr_dia``); CSF and veins keep their R2*.
+The truth ``r2prime`` is then the volume-weighted ``R2'`` of the tissue classes (veins' own decay not
+included) and ``r2`` the spin-echo R2 of :func:`.tissue.spin_echo_r2` on the GRE grid (both modes).
+
 Signal of a fine voxel at echo time ``TE``::
 
     s(TE) = B_rx e^{i phi_0} sum_compartments w E_1 e^{-R2* TE} e^{i 2 pi gamma B0 (delta + Delta) TE}
@@ -40,7 +56,8 @@ References
 ----------
 Salomir R et al. Concepts Magn Reson B 19:26-34 (2003).  Marques JP, Bowtell R. Concepts Magn Reson B
 25:65-78 (2005).  Wharton S, Bowtell R. PNAS 109:18559-18564 (2012).  Nam Y et al. NeuroImage
-116:214-221 (2015).  Schenck JF. Med Phys 23:815-850 (1996).
+116:214-221 (2015).  Schenck JF. Med Phys 23:815-850 (1996).  Shin HG et al. NeuroImage 240:118371
+(2021).  Yablonskiy DA, Haacke EM. Magn Reson Med 32:749-763 (1994).
 """
 
 from __future__ import annotations
@@ -66,7 +83,7 @@ from napari_myelin.sims.independent.geometry import Sampler, block_average, refi
 #: and changes the field only within a few mm of the air and bone interfaces.
 HEAD_FOV_MM, HEAD_BLUR_MM = 272.0, 2.0
 from napari_myelin.sims.independent.session import Session, volume
-from napari_myelin.sims.independent.tissue import CSF, GM, LESION, NAWM, classes_on_grid, water
+from napari_myelin.sims.independent.tissue import CSF, GM, LESION, NAWM, classes_on_grid, spin_echo_r2, water
 
 
 def dipole_kernel(shape, voxel_mm, b_dir) -> np.ndarray:
@@ -176,10 +193,23 @@ def _background(se: Session, faff: np.ndarray, fshp) -> np.ndarray:
     return ndi.map_coordinates(field, coords, order=3, mode="nearest").reshape(fshp)
 
 
-def _compartments(se: Session, fs: Sampler, cl: dict, faff: np.ndarray, b1: np.ndarray) -> tuple:
+def source_r2prime(cl: dict, tissue: dict, chi_gm: np.ndarray) -> np.ndarray:
+    """Static-dephasing R2' (1/s) of each class's own sources (N, 4), the ``chi_separation`` model (module
+    docstring): WM classes ``Dr+ chi_iron_wm + Dr- |chi_I| MVF``, GM ``Dr+ chi_gm``, CSF 0."""
+    out = np.zeros(cl["mwf"].shape)
+    for c in (NAWM, LESION):
+        mvf = myelin_volume_fraction(cl["mwf"][:, c], cl["pd"][:, c])
+        out[:, c] = tissue["r2s_per_ppm_iron"] * tissue["chi_iron_wm"] + tissue["dr_dia"] * abs(CHI_MYELIN_ISO) * mvf
+    out[:, GM] = tissue["r2s_per_ppm_iron"] * chi_gm
+    return out
+
+
+def _compartments(se: Session, fs: Sampler, cl: dict, faff: np.ndarray, b1: np.ndarray,
+                  chi_separation: bool = False) -> tuple:
     """Weights, R2* (1/s) and frequency offsets (ppm) (N, 9) of the GRE compartments of the inside voxels.
 
-    NAWM and lesion: myelin, axonal, extracellular water; GM; CSF; venous blood.
+    NAWM and lesion: myelin, axonal, extracellular water; GM; CSF; venous blood. ``chi_separation``:
+    R2* from the spin-echo T2 and the sources' R2' (:func:`source_r2prime`).
     """
     tis, pick = se.tissue, cl["inside"].ravel()
     w_cls = water(cl)
@@ -204,6 +234,12 @@ def _compartments(se: Session, fs: Sampler, cl: dict, faff: np.ndarray, b1: np.n
         1 - np.cos(a[:, 0]) * e1b)]
     r2s += [tis["r2s_gm"] + tis["r2s_per_ppm_iron"] * np.maximum(chi_gm - tis["chi_cortex"], 0), tis["r2s_csf"],
             tis["r2s_vein"]]
+    if chi_separation:  # spin-echo rates + the sources' static dephasing (module docstring)
+        rp = source_r2prime(cl, tis, chi_gm)
+        r2s = [1 / cl["t2_my"] + rp[:, NAWM], 1 / cl["t2_ie"][:, NAWM] + rp[:, NAWM],
+               1 / cl["t2_ie"][:, NAWM] + rp[:, NAWM], 1 / cl["t2_my"] + rp[:, LESION],
+               1 / cl["t2_ie"][:, LESION] + rp[:, LESION], 1 / cl["t2_ie"][:, LESION] + rp[:, LESION],
+               1 / cl["t2_ie"][:, GM] + rp[:, GM], tis["r2s_csf"], tis["r2s_vein"]]
     offsets += [0.0, 0.0, 0.0]
     n = pick.sum()
     return (np.stack([np.broadcast_to(x, (n,)) for x in weights], 1),
@@ -218,8 +254,29 @@ def _bulk_chi(se: Session, cl: dict, chi_gm: np.ndarray, vein: np.ndarray) -> np
     return chi + cl["f"][:, GM] * chi_gm + vein * se.tissue["chi_vein"]
 
 
-def acquire_gre(se: Session) -> tuple:
-    """Multi-echo GRE magnitude and wrapped phase (module docstring) and the truth (chi, fields)."""
+def source_maps(se: Session, cl: dict, chi_gm: np.ndarray, vein: np.ndarray, chi_separation: bool) -> dict:
+    """``chi_para``, ``chi_dia`` (ppm, >= 0), ``r2prime`` and spin-echo ``r2`` (1/s) of the inside voxels.
+
+    ``chi_para - chi_dia`` is the bulk susceptibility of :func:`_bulk_chi` (plus the WM iron of the
+    ``chi_separation`` GRE); ``r2prime`` is the volume-weighted R2' of :func:`source_r2prime` (meaningful
+    for the ``chi_separation`` GRE only: the default GRE's decay is not built from it).
+    """
+    f = cl["f"]
+    wm = f[:, NAWM] + f[:, LESION]
+    dia = sum(f[:, c] * abs(CHI_MYELIN_ISO) * myelin_volume_fraction(cl["mwf"][:, c], cl["pd"][:, c])
+              for c in (NAWM, LESION))
+    para = f[:, GM] * chi_gm + vein * se.tissue["chi_vein"]
+    if chi_separation:
+        para = para + wm * se.tissue["chi_iron_wm"]
+    rp = (f * source_r2prime(cl, se.tissue, chi_gm)).sum(1)
+    return {"chi_para": para, "chi_dia": dia, "r2prime": rp, "r2": spin_echo_r2(cl)}
+
+
+def acquire_gre(se: Session, chi_separation: bool = False) -> tuple:
+    """Multi-echo GRE magnitude and wrapped phase (module docstring) and the truth (chi, its sources, fields).
+
+    ``chi_separation``: iron in WM and compartment R2* built from the spin-echo T2 and the sources' R2'.
+    """
     aff, shp, s = se.grid("gre")
     common = se.common_truth(s, aff)
     faff, fshp = refined(aff, shp, 2)
@@ -227,9 +284,16 @@ def acquire_gre(se: Session) -> tuple:
     cl = classes_on_grid(se.anatomy, fs, se.tissue)
     pick = cl["inside"].ravel()
     b1 = se.fields.transmit(fs.world)
-    weights, r2s, offsets, chi_gm, vein = _compartments(se, fs, cl, faff, b1[pick])
+    weights, r2s, offsets, chi_gm, vein = _compartments(se, fs, cl, faff, b1[pick], chi_separation)
     chi = np.zeros(pick.size)
     chi[pick] = _bulk_chi(se, cl, chi_gm, vein)
+    sources = {}
+    for k, v in source_maps(se, cl, chi_gm, vein, chi_separation).items():
+        sources[k] = np.zeros(pick.size)
+        sources[k][pick] = v
+        sources[k] = sources[k].reshape(fshp)
+    if chi_separation:
+        chi[pick] += (cl["f"][:, NAWM] + cl["f"][:, LESION]) * se.tissue["chi_iron_wm"]
     chi = chi.reshape(fshp)
     axes = faff[:3, :3] / np.linalg.norm(faff[:3, :3], axis=0)
     local = dipole_field(chi, np.linalg.norm(faff[:3, :3], axis=0), axes.T @ np.array([0.0, 0.0, 1.0]))
@@ -251,8 +315,16 @@ def acquire_gre(se: Session) -> tuple:
     mag = volume(np.abs(sig).astype(np.float32), aff, "a.u.", "multi-echo GRE magnitude", **meta)
     phase = volume(np.angle(sig).astype(np.float32), aff, "rad", "multi-echo GRE phase (wrapped)", **meta)
     maps = {"chi": (chi, mask, "bulk isotropic susceptibility (CSF = 0)"),
+            "chi_para": (sources["chi_para"], mask, "paramagnetic susceptibility (GM, iron, veins; >= 0)"),
+            "chi_dia": (sources["chi_dia"], mask,
+                        "diamagnetic susceptibility magnitude (myelin; >= 0, chi = chi_para - chi_dia)"),
             "local_field": (local, mask, "field of the brain's bulk susceptibility"),
             "total_field": (total, True, "shimmed field of brain and head (no microstructure offsets)"),
             "background_field": (total - local, True, "shimmed field of the head")}
     truth = {k: volume((block_average(a, 2) * m).astype(np.float32), aff, "ppm", d) for k, (a, m, d) in maps.items()}
+    truth["r2"] = volume((block_average(sources["r2"], 2) * mask).astype(np.float32), aff, "1/s",
+                         "spin-echo R2 of the water: inverse geometric-mean T2 (as the MESE truth)")
+    if chi_separation:
+        truth["r2prime"] = volume((block_average(sources["r2prime"], 2) * mask).astype(np.float32), aff, "1/s",
+                                  "R2' of the tissue sources, Dr+ chi_para + Dr- chi_dia by class (veins excluded)")
     return mag, phase, {**truth, **common}

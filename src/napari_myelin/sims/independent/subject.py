@@ -3,7 +3,9 @@
 All random draws come from ``numpy.random.SeedSequence([seed, 16])`` spawned into independent
 streams, in this order: anatomy and tissue (:func:`.anatomy.draw_anatomy`), lesion relaxation changes,
 head pose (:func:`.geometry.draw_pose`), scanner fields (:func:`.fields.draw_fields`), then one noise
-stream per acquisition (B1 map, MESE, DWI, GRE, SPGR). A seed therefore gives one subject, and adding
+stream per acquisition (B1 map, MESE, DWI, GRE, SPGR), then (added later, after all of these, so that
+the older acquisitions of a seed did not change) the noise of the MTS trio and the magnetization-transfer
+and chi-separation parameters (:func:`draw_extra`). A seed therefore gives one subject, and adding
 draws to one stream never changes the others.
 """
 
@@ -14,9 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from napari_myelin.sims.independent.acquire import acquire_b1, acquire_dwi, acquire_mese, acquire_spgr
+from napari_myelin.sims.independent.acquire import acquire_b1, acquire_dwi, acquire_mese, acquire_mts, acquire_spgr
 from napari_myelin.sims.independent.anatomy import draw_anatomy
-from napari_myelin.sims.independent.constants import DEFAULT_SNR, HEAD_CENTRE_MNI, MESE_REF_SLICE_RATIO, SIZES
+from napari_myelin.sims.independent.constants import (CHISEP_RANGES, DEFAULT_SNR, HEAD_CENTRE_MNI, MESE_REF_SLICE_RATIO,
+                                                      MT_RANGES, SIZES)
 from napari_myelin.sims.independent.fields import draw_fields
 from napari_myelin.sims.independent.geometry import draw_pose
 from napari_myelin.sims.independent.gre import acquire_gre
@@ -31,6 +34,8 @@ from napari_myelin.utils.progress import step
 #: this simulator. Tune on other seeds; report on these.
 FROZEN_TEST_SEEDS = (1601, 1602, 1603, 1604, 1605)
 _NOISE_STREAMS = ("b1", "mese", "dwi", "gre", "spgr")
+#: Streams spawned after the first nine (their order must never change): MTS noise, MT and chi-sep draws.
+_LATER_STREAMS = ("mts", "extra")
 
 
 @dataclass
@@ -40,9 +45,10 @@ class IndependentSubject:
     Attributes
     ----------
     acq : dict of str to Volume
-        ``mese``, ``dwi``, ``gre_mag``, ``gre_phase``, ``spgr``, ``b1`` (the layout of the project phantom).
+        ``mese``, ``dwi``, ``gre_mag``, ``gre_phase``, ``spgr``, ``b1`` and (option ``mt``) ``mts_mtw``,
+        ``mts_pdw``, ``mts_t1w`` (the layout of the project phantom).
     truth : dict of str to dict of str to Volume
-        Truth maps per modality (``mese``, ``dwi``, ``gre``, ``spgr``, ``b1``) on that modality's grid.
+        Truth maps per modality (``mese``, ``dwi``, ``gre``, ``spgr``, ``b1``, ``mts``) on that modality's grid.
     lut : DataFrame
         Tract lookup table.
     parameters : dict
@@ -67,20 +73,28 @@ def _snr(snr) -> dict:
     return out
 
 
+def draw_extra(rng: np.random.Generator) -> dict:
+    """The subject's magnetization-transfer (:data:`.constants.MT_RANGES`) and chi-separation
+    (:data:`.constants.CHISEP_RANGES`) parameters, uniform draws in a fixed order."""
+    return {k: float(rng.uniform(*r)) for k, r in (*MT_RANGES.items(), *CHISEP_RANGES.items())}
+
+
 def _session(seed: int, size: str, snr: dict) -> Session:
     """Draw the subject and place it in the scanner (module docstring)."""
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence([seed, 16]).spawn(4 + len(_NOISE_STREAMS))]
+    n = 4 + len(_NOISE_STREAMS)
+    streams = [np.random.default_rng(s) for s in
+               np.random.SeedSequence([seed, 16]).spawn(n + len(_LATER_STREAMS))]
     anatomy = draw_anatomy(streams[0])
-    tissue = {**anatomy["tissue"], **lesion_changes(streams[1])}
+    tissue = {**anatomy["tissue"], **lesion_changes(streams[1]), **draw_extra(streams[n + 1])}
     pose = draw_pose(streams[2])
     fields = draw_fields(streams[3], pose.to_scanner(HEAD_CENTRE_MNI)[:, 0])
     return Session(anatomy=anatomy, pose=pose, fields=fields, tissue=tissue, size=size, snr=snr,
-                   noise=dict(zip(_NOISE_STREAMS, streams[4:])))
+                   noise=dict(zip(_NOISE_STREAMS + _LATER_STREAMS[:1], streams[4:n + 1])))
 
 
 def make_independent_subject(seed: int, size: str = "small", snr=None, *, mese_exchange: bool = False,
-                             refocusing_ratio: float = MESE_REF_SLICE_RATIO, spoiling: str = "ideal", progress=None,
-                             cancel=None) -> IndependentSubject:
+                             refocusing_ratio: float = MESE_REF_SLICE_RATIO, spoiling: str = "ideal", mt: bool = True,
+                             chi_separation: bool = False, progress=None, cancel=None) -> IndependentSubject:
     """Simulate one subject with physics independent of the estimators (see :mod:`napari_myelin.sims.independent`).
 
     Parameters
@@ -98,6 +112,13 @@ def make_independent_subject(seed: int, size: str = "small", snr=None, *, mese_e
         MESE refocusing slab over excitation slice thickness (default 3; 1 = equal slices).
     spoiling : {"ideal", "rf50", "rf117"}
         SPGR spoiling: perfect, or RF spoiling with a 50 or 117 deg increment (EPG-X).
+    mt : bool
+        Add the MT-, PD- and T1-weighted SPGR trio (:mod:`.mt`) and its truth (``truth["mts"]``).
+    chi_separation : bool
+        GRE with separated susceptibility sources (:mod:`.gre`): iron in white matter and every water
+        compartment's R2* = its spin-echo R2 + the static-dephasing R2' of the paramagnetic and diamagnetic
+        sources (changes the GRE, nothing else); ``False`` keeps the GRE of earlier versions. The truth
+        ``chi_para`` / ``chi_dia`` is there either way.
     progress, cancel
         See :func:`napari_myelin.utils.progress.step`.
 
@@ -121,11 +142,16 @@ def make_independent_subject(seed: int, size: str = "small", snr=None, *, mese_e
     step(progress, cancel, 0.35, "diffusion")
     acq["dwi"], truth["dwi"] = acquire_dwi(se)
     step(progress, cancel, 0.6, "multi-echo gradient echo")
-    acq["gre_mag"], acq["gre_phase"], truth["gre"] = acquire_gre(se)
-    step(progress, cancel, 0.85, "SPGR")
+    acq["gre_mag"], acq["gre_phase"], truth["gre"] = acquire_gre(se, chi_separation=chi_separation)
+    step(progress, cancel, 0.8, "SPGR")
     acq["spgr"], truth["spgr"] = acquire_spgr(se, spoiling=spoiling)
+    if mt:
+        step(progress, cancel, 0.9, "MT-weighted SPGR")
+        mts, truth["mts"] = acquire_mts(se)
+        acq.update(mts)
     step(progress, cancel, 1.0, "subject ready")
-    options = {"mese_exchange": bool(mese_exchange), "refocusing_ratio": float(refocusing_ratio), "spoiling": spoiling}
+    options = {"mese_exchange": bool(mese_exchange), "refocusing_ratio": float(refocusing_ratio), "spoiling": spoiling,
+               "mt": bool(mt), "chi_separation": bool(chi_separation)}
     return IndependentSubject(acq=acq, truth=truth, lut=se.anatomy["lut"], parameters=_parameters(se, seed, options))
 
 

@@ -98,3 +98,15 @@ def t2_weight(median, sigma, te: float) -> np.ndarray:
     """Mean of ``exp(-TE/T2)`` over a log-normal T2 pool (e.g. the IE water at a diffusion echo time)."""
     nodes, w = lognormal_nodes(median, sigma)
     return (np.exp(-te / nodes) * w).sum(axis=-1)
+
+
+def spin_echo_r2(cl: dict) -> np.ndarray:
+    """Spin-echo R2 (1/s) of the voxel's water (N,): ``exp(-<ln T2>)``, the mean of ``ln T2`` over the
+    myelin, IE and CSF pools weighted by their water (the medians of the log-normal pools are their
+    geometric means), i.e. the inverse geometric-mean T2 of the voxel's T2 distribution, as a
+    multi-component T2 fit reports it (0 outside the brain)."""
+    w = water(cl)
+    my = w * cl["mwf"]
+    log_t2 = (my * np.log(cl["t2_my"])).sum(1) + ((w - my) * np.log(cl["t2_ie"])).sum(1)
+    tot = w.sum(1)
+    return np.where(tot > 0, np.exp(-np.divide(log_t2, tot, out=np.zeros_like(tot), where=tot > 0)), 0.0)

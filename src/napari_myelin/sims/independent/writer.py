@@ -28,6 +28,9 @@ LAYOUT = {
     "spgr": "anat/{sub}_VFA.nii.gz",
     "b1": "fmap/{sub}_TB1map.nii.gz",
     "dwi": "dwi/{sub}_dwi.nii.gz",
+    "mts_mtw": "anat/{sub}_flip-1_mt-on_MTS.nii.gz",
+    "mts_pdw": "anat/{sub}_flip-1_mt-off_MTS.nii.gz",
+    "mts_t1w": "anat/{sub}_flip-2_mt-off_MTS.nii.gz",
 }
 
 
@@ -41,10 +44,13 @@ def write_subject(subject: IndependentSubject, out_dir: str | os.PathLike, progr
     gen = {"Name": "napari-myelin independent simulator", "Version": __version__,
            "Parameters": {k: subject.parameters[k] for k in ("seed", "size", "snr", "mese_exchange",
                                                              "refocusing_ratio", "spoiling")}}
+    if subject.parameters.get("chi_separation"):  # sidecars of default subjects as before the option
+        gen["Parameters"]["chi_separation"] = True
     files = {}
-    for i, (name, pattern) in enumerate(LAYOUT.items()):
+    layout = {k: v for k, v in LAYOUT.items() if k in subject.acq}
+    for i, (name, pattern) in enumerate(layout.items()):
         path = out / sub / pattern.format(sub=sub)
-        step(progress, cancel, 0.8 * i / len(LAYOUT), f"writing {path.name}")
+        step(progress, cancel, 0.8 * i / len(layout), f"writing {path.name}")
         vol = subject.acq[name]
         data = vol.data
         if name in INT16_SERIES:  # magnitudes as scanners export them
@@ -92,9 +98,10 @@ def write_independent_subject(out_dir: str | os.PathLike, seed: int, size: str =
 
         OUT/dataset_description.json
         OUT/sub-XXXX/anat/sub-XXXX_MESE.nii.gz, _part-mag_MEGRE, _part-phase_MEGRE, _VFA (+ .json)
+        OUT/sub-XXXX/anat/sub-XXXX_flip-1_mt-on_MTS.nii.gz, _flip-1_mt-off_MTS, _flip-2_mt-off_MTS (option mt)
         OUT/sub-XXXX/fmap/sub-XXXX_TB1map.nii.gz
         OUT/sub-XXXX/dwi/sub-XXXX_dwi.nii.gz (+ .bval, .bvec, .json)
-        OUT/derivatives/truth/sub-XXXX/<mese|dwi|gre|spgr|b1>/<map>.nii.gz (+ .json with Units)
+        OUT/derivatives/truth/sub-XXXX/<mese|dwi|gre|spgr|b1|mts>/<map>.nii.gz (+ .json with Units)
         OUT/derivatives/truth/sub-XXXX/simulation_parameters.json
         OUT/derivatives/truth/tracts.tsv
 

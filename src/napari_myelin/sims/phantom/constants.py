@@ -96,13 +96,13 @@ INT16_SERIES = ("mese", "dwi", "gre_mag", "spgr", "mts_mtw", "mts_pdw", "mts_t1w
 # --------------------------------------------------------------------------------------------------
 #: Bound (macromolecular) pool size F = M0b / M0f of tissue water, linear in the tissue myelin-water
 #: fraction: F = MT_BPF_BASE + MT_BPF_SLOPE * MWF_tissue (CSF has none). The line passes through the
-#: in-vivo white-matter F of about 0.15 (Sled & Pike 2001; Gloor et al. 2008) at the phantom's mean tract
-#: MWF of 0.12 and the cortical grey-matter F of about 0.065 (Sled & Pike 2001; Gloor et al. 2008) at its
-#: GM MWF of 0.03; a linear link is what histology shows for both (bound-pool fraction and MWF each
+#: in-vivo white-matter F of about 0.15 (Sled & Pike 2001; Gloor et al. 2008; both at 1.5 T, F does not depend
+#: on the field) at the phantom's mean tract MWF of 0.12 and the cortical grey-matter F of about 0.065 (same
+#: sources) at its GM MWF of 0.03; a linear link is what histology shows for both (bound-pool fraction and MWF each
 #: linear in myelin content: Dula et al. 2010; Underhill et al. 2011).
 MT_BPF_BASE, MT_BPF_SLOPE = 0.035, 0.95
 #: Exchange rate constant kr = kf / F (1/s): kf of about 4.5 1/s at F of about 0.15 in white matter
-#: (Sled & Pike 2001), qMRLab's ``qmt_spgr`` default kr = 30.
+#: (Sled & Pike 2001; Gloor et al. 2008), i.e. kr of about 30.
 MT_KR = 30.0
 #: Bound-pool longitudinal relaxation rate (1/s), fixed by convention (Henkelman et al. 1993; Sled & Pike 2001).
 MT_R1B = 1.0

@@ -14,7 +14,8 @@ free pool's rate with the bound pool in quasi-equilibrium, ``R1f + kf R1b / (R1b
 the MTS series then show the T1 of the other acquisitions (checked: the exact SPGR inversion of the
 noise-free PDw/T1w pair returns it within 0.1 %).
 
-Each repetition (Sled & Pike 2000, instantaneous-saturation approximation): the MT pulse, if any, leaves the
+Each repetition (instantaneous-saturation approximation of the MT pulse, Pike 1996; Sled & Pike 2000 compare it
+with pulse-resolved models): the MT pulse, if any, leaves the
 fraction ``s_b = exp(-pi G(D) integral(w1^2 dt))`` of the bound magnetisation (``G``: super-Lorentzian line of
 T2b at the offset ``D``, Morrison & Henkelman 1995; ``w1`` scales with B1, so the exponent with ``B1^2``),
 then the excitation rotates the free pool by ``B1 a`` (``cos``) and the signal is ``sin(B1 a) Mf``; both pools
@@ -36,6 +37,8 @@ References
 Henkelman RM, Huang X, Xiang QS, Stanisz GJ, Swanson SD, Bronskill MJ. Quantitative interpretation of
 magnetization transfer. Magn Reson Med 29:759-766 (1993).
 Morrison C, Henkelman RM. A model for magnetization transfer in tissues. Magn Reson Med 33:475-482 (1995).
+Pike GB. Pulsed magnetization transfer contrast in gradient echo imaging: a two-pool analytic description of
+signal response. Magn Reson Med 36:95-103 (1996).
 Sled JG, Pike GB. Quantitative interpretation of magnetization transfer in spoiled gradient echo MRI
 sequences. J Magn Reson 145:24-36 (2000).
 Sled JG, Pike GB. Quantitative imaging of magnetization transfer exchange and relaxation properties in vivo
