@@ -46,15 +46,17 @@ def _run_widget(make_napari_viewer, qtbot):
     with qtbot.waitSignal(widget.runner.finished, timeout=120_000) as blocker:
         widget.run()
     assert blocker.args == [True]
-    imwf = viewer.layers["integrated MWF (CNN)"]
-    sd = viewer.layers["integrated MWF uncertainty"]
+    imwf = viewer.layers["integrated MWF (CNN, %) · sub-01 MWF"]
+    sd = viewer.layers["integrated MWF uncertainty (SD, %) · sub-01 MWF"]
+    assert viewer.layers[-1] is imwf and imwf.visible and not sd.visible and imwf.colorbar.visible
     assert imwf.metadata["units"] == "%" and sd.metadata["units"] == "%"
     np.testing.assert_allclose(imwf.scale, [3.0, 2.0, 2.0])
     out = layer_to_volume(imwf.data, imwf.metadata)
     np.testing.assert_allclose(out.affine, aff)
     ref = fuse(100 * s.inputs["mwf"], s.inputs["fa"], s.inputs["mk"], s.inputs["qpm"], s.inputs["qsm"],
                voxel_size_mm=(2.0, 2.0, 3.0), n_samples=4)
-    np.testing.assert_allclose(out.data, ref["imwf"], atol=1e-4)
+    inside = np.isfinite(s.inputs["fa"]) & (s.inputs["fa"] > 0)
+    np.testing.assert_allclose(out.data[inside], ref["imwf"][inside], atol=1e-4)
     assert imwf.metadata["parameters"]["mwf_input_unit"] == "percent"
 
 
@@ -72,4 +74,39 @@ def test_widget_refuses_layers_on_different_grids(make_napari_viewer, qtbot):
     assert widget.run() is None
     assert isinstance(widget.runner.error, InputError)
     assert "affine differs" in str(widget.runner.error)
-    assert "integrated MWF (CNN)" not in [layer.name for layer in viewer.layers]
+    assert not any(layer.name.startswith("integrated MWF") for layer in viewer.layers)
+
+
+def test_widget_passes_mtsat_and_chi_dia_when_chosen(make_napari_viewer, qtbot, tmp_path):
+    from napari_myelin.fusion.card import CHANNELS, new_model
+    from napari_myelin.fusion.subjects import normalisation_stats
+    from napari_myelin.fusion.weights import save_model
+
+    viewer = make_napari_viewer()
+    s = _subject(7, n=16, optional=True)
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    for c, u in (("mwf", "fraction"), ("fa", "fraction"), ("mk", ""), ("qpm", "fraction"), ("mtsat", "p.u."),
+                 ("chi_dia", "ppm")):
+        _add(viewer, f"sub-01 {c}", s.inputs[c], aff, u)
+    widget = FusionWidget(viewer)
+    # chi-separation's chi_dia is preselected as chi_dia, never as the QSM
+    assert widget.inputs["qsm"].value is None
+    assert widget.inputs["mtsat"].value.name == "sub-01 mtsat"
+    assert widget.inputs["chi_dia"].value.name == "sub-01 chi_dia"
+    weights = save_model(new_model(CHANNELS, normalisation=normalisation_stats([s], CHANNELS)), tmp_path / "w")
+    widget.weights.value = weights
+    widget.samples.value = 1
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with qtbot.waitSignal(widget.runner.finished, timeout=120_000) as blocker:
+            widget.run()
+    finally:
+        torch.set_num_threads(n)
+    assert blocker.args == [True] and widget.runner.error is None
+    imwf = next(layer for layer in viewer.layers if "integrated MWF (CNN" in layer.name)
+    out = layer_to_volume(imwf.data, imwf.metadata)
+    ref = fuse(s.inputs["mwf"], s.inputs["fa"], s.inputs["mk"], s.inputs["qpm"], mtsat=s.inputs["mtsat"],
+               chi_dia=s.inputs["chi_dia"], weights=weights, voxel_size_mm=2.0, n_samples=1)
+    np.testing.assert_allclose(out.data[s.mask], ref["imwf"][s.mask], atol=1e-4)
+    assert imwf.metadata["parameters"]["channels_present"] == ["chi_dia", "fa", "mk", "mtsat", "mwf", "qpm"]

@@ -1,4 +1,5 @@
-"""``napari-myelin fuse``: the integrated myelin map (MWF, %) from MWF, FA, MK, QPM (and QSM) by the fusion CNN."""
+"""``napari-myelin fuse``: the integrated myelin map (MWF, %) from MWF, FA, MK, QPM (and QSM, MTsat, chi_dia) by
+the fusion CNN."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from napari_myelin.fusion.inputs import check_grids
 from napari_myelin.io.volume import load_volume, save_maps
 from ._common import add_out_argument, terminal_progress
 
-HELP = "integrated myelin map (MWF in percent) and its uncertainty from MWF, FA, MK, QPM (and QSM) maps (CNN fusion)"
+HELP = ("integrated myelin map (MWF in percent) and its uncertainty from MWF, FA, MK, QPM (and QSM, MTsat, chi_dia) "
+        "maps (CNN fusion)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mk", required=True, help="mean kurtosis map")
     parser.add_argument("--qpm", required=True, help="QPM myelin map (qpm_myelin, fraction)")
     parser.add_argument("--qsm", help="susceptibility map (ppm), optional")
+    parser.add_argument("--mtsat", help="MT saturation map (p.u., napari-myelin mtsat), optional")
+    parser.add_argument("--chi-dia", dest="chi_dia",
+                        help="diamagnetic susceptibility magnitude (ppm, >= 0, napari-myelin chisep), optional")
     add_out_argument(parser)
     parser.add_argument("--weights", help="fusion weights (.safetensors with its .json model card); "
                         "default: the shipped phantom-trained weights")

@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_out_argument(parser)
     src = parser.add_argument_group("training data (phantom cohort by default)")
     src.add_argument("--cohort", metavar="TABLE", help="TSV/CSV of your subjects: columns subject, mwf, fa, mk, qpm, "
-                     "[qsm], reference (measured reference MWF), [mask], [wm]; split by subject for validation")
+                     "[qsm], [mtsat], [chi_dia], reference (measured reference MWF), [mask], [wm]; split by subject "
+                     "for validation")
     src.add_argument("--train-seeds", default="0-11", help="phantom seeds for training (default 0-11)")
     src.add_argument("--val-seeds", default="100-101", help="phantom seeds for validation (default 100-101)")
     src.add_argument("--size", default="small", choices=["small", "full"],
@@ -47,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--snrs", default="100,200,400", help="SNRs cycled over the phantom seeds")
     src.add_argument("--val-fraction", type=float, default=0.2, help="validation share of a user cohort")
     net = parser.add_argument_group("network and optimisation")
-    net.add_argument("--channels", default=",".join(CHANNELS), help="input channels (qsm optional)")
+    net.add_argument("--channels", default=",".join(CHANNELS), help="input channels (qsm, mtsat, chi_dia optional)")
     net.add_argument("--width", type=int, default=8)
     net.add_argument("--epochs", type=int, default=30)
     net.add_argument("--steps", type=int, default=30, help="optimisation steps per epoch")

@@ -2,10 +2,16 @@
 
 The card names the channels the network reads, in network order, and their units: ``mwf`` fraction 0-1,
 ``fa`` fraction 0-1, ``mk`` dimensionless, ``qpm`` the QPM myelin (macromolecular) fraction 0-1,
-``qsm`` ppm; the per-channel normalisation statistics; the architecture (width, dropout,
-``skip_sigma_voxels``) and the uncertainty calibration. Card format 2 describes the gain-offset output
-on the input MWF (format 1, an additive residual, is refused when loading). Weights and card are stored
-side by side, ``W.safetensors`` + ``W.json`` (:mod:`napari_myelin.fusion.weights`).
+``qsm`` ppm, ``mtsat`` MT saturation in p.u. (percent units, Helms 2008), ``chi_dia`` the diamagnetic
+susceptibility magnitude of chi-separation in ppm (>= 0, ``chi = chi_para - chi_dia``); which of them are
+optional (each with a presence flag channel); the per-channel normalisation statistics and plausible
+ranges; the architecture (width, dropout, ``skip_sigma_voxels``) and the uncertainty calibration.
+
+Card format 3 adds the optional ``mtsat`` and ``chi_dia`` channels and stores the plausible range of each
+channel; format 2 cards (the 0.2 weights: MWF, FA, MK, QPM and an optional QSM) are read as before, with
+the ranges of :data:`PLAUSIBLE`; format 1 (an additive residual) is refused. Both formats describe the
+gain-offset output on the input MWF. Weights and card are stored side by side, ``W.safetensors`` +
+``W.json`` (:mod:`napari_myelin.fusion.weights`).
 """
 
 from __future__ import annotations
@@ -21,15 +27,24 @@ from napari_myelin.fusion.network import _torch, make_net, n_parameters
 from napari_myelin.utils.errors import InputError
 
 #: All channels a fusion model may read, in network order.
-CHANNELS = ("mwf", "fa", "mk", "qpm", "qsm")
+CHANNELS = ("mwf", "fa", "mk", "qpm", "qsm", "mtsat", "chi_dia")
 #: Channels that may be missing at inference (handled with a presence flag).
-OPTIONAL_CHANNELS = ("qsm",)
+OPTIONAL_CHANNELS = ("qsm", "mtsat", "chi_dia")
 #: Units of each channel as the network reads it.
-CHANNEL_UNITS = {"mwf": "fraction", "fa": "fraction", "mk": "dimensionless", "qpm": "fraction", "qsm": "ppm"}
+CHANNEL_UNITS = {"mwf": "fraction", "fa": "fraction", "mk": "dimensionless", "qpm": "fraction", "qsm": "ppm",
+                 "mtsat": "p.u.", "chi_dia": "ppm (diamagnetic magnitude, >= 0)"}
+#: Plausible range of the central 98 % of brain voxels of each channel other than MWF, in network units (for
+#: unit checks; stored in format-3 cards). MTsat: brain 0.3-4 p.u. at 3 T (Helms et al. 2008; Weiskopf et al.
+#: 2013); chi_dia: 0-0.1 ppm in brain (Shin et al. 2021; white matter about 0.03 ppm).
+PLAUSIBLE = {"fa": (0.0, 1.05), "mk": (-0.5, 4.0), "qpm": (-0.2, 1.2), "qsm": (-1.0, 1.0), "mtsat": (-0.5, 8.0),
+             "chi_dia": (-0.02, 0.3)}
 
 MODEL_NAME = "napari-myelin FusionNet"
-#: Card format 2: gain-offset output on the input MWF (format 1, an additive residual, is refused).
-CARD_FORMAT = 2
+#: Card format 3: optional MTsat and chi_dia channels, plausible ranges in the card (gain-offset output on
+#: the input MWF, as format 2).
+CARD_FORMAT = 3
+#: Card formats this version reads: 2 (read as before: no MTsat / chi_dia channel) and 3.
+READABLE_FORMATS = (2, 3)
 
 
 def default_weights_path() -> Path:
@@ -62,6 +77,11 @@ class FusionModel:
     @property
     def in_channels(self) -> int:
         return len(self.channels) + 1 + len(self.optional)
+
+    def plausible(self, channel: str) -> tuple[float, float]:
+        """Plausible range of the central 98 % of brain voxels of ``channel`` (the card's, else :data:`PLAUSIBLE`)."""
+        lo, hi = self.card["inputs"].get("plausible_ranges", {}).get(channel, PLAUSIBLE[channel])
+        return float(lo), float(hi)
 
     @property
     def skip_sigma(self) -> float:
@@ -99,6 +119,7 @@ def new_model(
             "channels": list(channels),
             "optional": list(optional),
             "units": {c: CHANNEL_UNITS[c] for c in channels},
+            "plausible_ranges": {c: list(PLAUSIBLE[c]) for c in channels if c in PLAUSIBLE},
             "extra_channels": ["brain mask"] + [f"{c} presence flag (brain mask when given, else 0)" for c in optional],
             "voxel_size_mm": np.broadcast_to(np.asarray(voxel_size_mm, dtype=float), (3,)).tolist(),
         },

@@ -102,6 +102,8 @@ def fuse(
     qpm: np.ndarray,
     qsm: np.ndarray | None = None,
     *,
+    mtsat: np.ndarray | None = None,
+    chi_dia: np.ndarray | None = None,
     weights: str | os.PathLike | FusionModel | None = None,
     mask: np.ndarray | None = None,
     voxel_size_mm: Sequence[float] | float | None = None,
@@ -125,6 +127,11 @@ def fuse(
         QPM myelin (macromolecular) fraction (0-1).
     qsm : ndarray, optional
         Susceptibility (ppm); when absent the model's presence flag says so.
+    mtsat : ndarray, optional
+        MT saturation (p.u., :func:`~napari_myelin.reconst.mtsat.fit_mtsat`); weights of card format 3 only.
+    chi_dia : ndarray, optional
+        Diamagnetic susceptibility magnitude (ppm, >= 0, :func:`~napari_myelin.reconst.chisep.separate_susceptibility`);
+        weights of card format 3 only. A missing optional map is flagged absent, as the network was trained for.
     weights : path, FusionModel or None
         ``None``: the shipped weights (:func:`default_weights_path`).
     mask : ndarray of bool, optional
@@ -153,7 +160,7 @@ def fuse(
     """
     step(progress, cancel, 0.0, "loading fusion weights")
     model = weights if isinstance(weights, FusionModel) else load_model(weights)
-    maps = {"mwf": mwf, "fa": fa, "mk": mk, "qpm": qpm, "qsm": qsm}
+    maps = {"mwf": mwf, "fa": fa, "mk": mk, "qpm": qpm, "qsm": qsm, "mtsat": mtsat, "chi_dia": chi_dia}
     x, mwf_frac, mask, info = prepare_inputs(maps, model, mask=mask, units=units)
     shape = mwf_frac.shape
     trained_vs = np.broadcast_to(np.asarray(model.card["inputs"].get("voxel_size_mm", 2.0), dtype=float), (3,))
@@ -174,7 +181,7 @@ def fuse(
         "training_voxel_size_mm": trained_vs.tolist(),
         **info,
     }
-    return _fusion_maps(mean, sd, with_qsm=qsm is not None, parameters=params)
+    return _fusion_maps(mean, sd, present=info["channels_present"], parameters=params)
 
 
 def _to_training_voxel_size(x: np.ndarray, mwf_frac: np.ndarray, voxel_size_mm: Sequence[float] | float | None,
@@ -189,13 +196,16 @@ def _to_training_voxel_size(x: np.ndarray, mwf_frac: np.ndarray, voxel_size_mm: 
     return x, mwf_frac, False
 
 
-def _fusion_maps(mean: np.ndarray, sd: np.ndarray, *, with_qsm: bool, parameters: dict) -> Maps:
+_LABELS = {"mwf": "MWF", "fa": "FA", "mk": "MK", "qpm": "QPM", "qsm": "QSM", "mtsat": "MTsat", "chi_dia": "chi_dia"}
+
+
+def _fusion_maps(mean: np.ndarray, sd: np.ndarray, *, present: Sequence[str], parameters: dict) -> Maps:
     """The integrated map and its uncertainty as :class:`~napari_myelin.io.maps.Maps` with units and descriptions."""
     return Maps(
         {"imwf": mean, "imwf_sd": sd},
         units={"imwf": "%", "imwf_sd": "%"},
         descriptions={
-            "imwf": "integrated myelin map (CNN fusion of MWF, FA, MK, QPM" + (", QSM" if with_qsm else "")
+            "imwf": "integrated myelin map (CNN fusion of " + ", ".join(_LABELS[c] for c in CHANNELS if c in present)
             + ") expressed as myelin water fraction",
             "imwf_sd": "per-voxel uncertainty of the integrated myelin map (calibrated MC-dropout SD)",
         },
@@ -221,7 +231,7 @@ def fuse_native(
     Parameters
     ----------
     volumes : mapping
-        ``mwf``, ``fa``, ``mk``, ``qpm`` (and optionally ``qsm``) as
+        ``mwf``, ``fa``, ``mk``, ``qpm`` (and optionally ``qsm``, ``mtsat``, ``chi_dia``) as
         :class:`~napari_myelin.io.volume.Volume` on one native grid.
     registration : napari_myelin.align.registration.Registration
         Subject -> template registration (``register_to_template``) whose moving image lies in the maps'

@@ -5,12 +5,14 @@ Each input channel ``c`` is normalised with the statistics stored in the model c
 .. math:: \\tilde x_c = (x_c - \\mu_c) / \\sigma_c ,
 
 inside the brain mask (``0`` outside). The network also receives the brain mask and, for every optional
-channel (QSM), a *presence flag* channel (1 where the map was given, 0 where it was not), so a missing
-QSM is an explicit, trained-for condition rather than a silent zero.
+channel the card lists (QSM; MTsat and chi_dia in format-3 cards), a *presence flag* channel (1 where the
+map was given, 0 where it was not), so a missing map is an explicit, trained-for condition rather than a
+silent zero.
 
 Units as the network reads them: ``mwf`` fraction 0-1 (a map in percent is detected and converted, see
 :func:`detect_mwf_unit`), ``fa`` fraction 0-1, ``mk`` dimensionless, ``qpm`` the QPM myelin
-(macromolecular) fraction 0-1, ``qsm`` ppm.
+(macromolecular) fraction 0-1, ``qsm`` ppm, ``mtsat`` p.u. (percent units), ``chi_dia`` ppm as the
+positive diamagnetic magnitude of chi-separation (``chi = chi_para - chi_dia``).
 """
 
 from __future__ import annotations
@@ -21,9 +23,6 @@ import numpy as np
 
 from napari_myelin.fusion.card import CHANNEL_UNITS, CHANNELS, FusionModel
 from napari_myelin.utils.errors import InputError
-
-#: Plausible ranges of the central 98 % of brain voxels (for unit checks), in network units.
-_PLAUSIBLE = {"fa": (0.0, 1.05), "mk": (-0.5, 4.0), "qpm": (-0.2, 1.2), "qsm": (-1.0, 1.0)}
 
 
 def detect_mwf_unit(mwf: np.ndarray, mask: np.ndarray | None = None) -> str:
@@ -96,8 +95,8 @@ def prepare_inputs(
     Parameters
     ----------
     maps : mapping
-        ``mwf`` (fraction or percent, detected), ``fa``, ``mk``, ``qpm`` and optionally ``qsm`` (ppm),
-        3D arrays on one grid.
+        ``mwf`` (fraction or percent, detected), ``fa``, ``mk``, ``qpm`` and the optional ``qsm`` (ppm),
+        ``mtsat`` (p.u.) and ``chi_dia`` (ppm, >= 0) that the card lists, 3D arrays on one grid.
     model : FusionModel
     mask : ndarray of bool, optional
         Brain mask; default: voxels where every given map is finite and FA or MWF is non-zero.
@@ -122,7 +121,7 @@ def prepare_inputs(
     detected = _mwf_unit(arrays["mwf"], mask, units.get("mwf"))
     mwf = arrays["mwf"] / 100.0 if detected == "percent" else arrays["mwf"]
     arrays["mwf"] = mwf
-    _check_ranges(arrays, mask, model.card)
+    _check_ranges(arrays, mask, model)
     x = _network_input(arrays, mask, model)
     mwf_frac = np.where(mask, mwf, 0.0).astype(np.float32)
     info = {"mwf_input_unit": detected, "channels_present": sorted(arrays)}
@@ -175,14 +174,20 @@ def _mwf_unit(mwf: np.ndarray, mask: np.ndarray, declared_units: str | None) -> 
     return detected
 
 
-def _check_ranges(arrays: Mapping[str, np.ndarray], mask: np.ndarray, card: dict) -> None:
-    """Refuse a channel other than MWF whose brain values do not fit its unit or the card's statistics."""
+def _check_ranges(arrays: Mapping[str, np.ndarray], mask: np.ndarray, model: FusionModel) -> None:
+    """Refuse a channel other than MWF whose brain values do not fit its unit or the card's statistics
+    (a chi_dia map that is mostly negative: the signed diamagnetic susceptibility instead of its magnitude)."""
     for c, a in arrays.items():
         if c == "mwf":
             continue
         lo, hi = np.percentile(a[mask], [1, 99])
-        plo, phi = _PLAUSIBLE[c]
-        st = card["normalisation"][c]
+        if c == "chi_dia" and np.median(a[mask]) < 0 and abs(lo) > abs(hi):
+            raise InputError(
+                f"chi_dia: values are mostly negative (1st-99th percentile {lo:.3g} to {hi:.3g} ppm); the network "
+                "reads the diamagnetic magnitude >= 0 (chi = chi_para - chi_dia), so give -chi_dia."
+            )
+        plo, phi = model.plausible(c)
+        st = model.card["normalisation"][c]
         if lo < plo - 0.5 * abs(plo) - 1e-6 or hi > phi * 1.5 or abs(np.median(a[mask]) - st["mean"]) > 8 * st["std"]:
             raise InputError(
                 f"{c}: values (1st-99th percentile {lo:.3g} to {hi:.3g}) do not match the model card, which expects "

@@ -96,7 +96,7 @@ def train_fusion(
     lesion_patch_fraction: float = 0.0, region_weight: float = 0.0, skip_sigma: float = 0.0, patience: int = 8,
     lr_patience: int = 3, seed: int = 0, voxel_size_mm: float | Sequence[float] = 2.0,
     checkpoint_dir: str | os.PathLike | None = None, resume: bool = False, max_seconds: float | None = None,
-    training_data: dict | None = None, progress=None, cancel=None,
+    training_data: dict | None = None, init: FusionModel | None = None, progress=None, cancel=None,
 ) -> tuple[FusionModel, dict]:
     """Train a fusion network on subjects (target: reference MWF), with early stopping on validation subjects.
 
@@ -121,7 +121,11 @@ def train_fusion(
     the best weights are returned. Every epoch writes a resumable checkpoint when ``checkpoint_dir`` is
     given; ``resume=True`` continues from it bit for bit (random streams are derived from
     ``(seed, epoch)``). ``max_seconds`` stops after the epoch that exceeds a time budget (then the run is
-    no longer reproducible across machines of other speeds).
+    no longer reproducible across machines of other speeds). ``init`` (a trained model of the same width
+    whose channels are a subset of ``channels``, e.g. weights of card format 2) warm-starts the network: its
+    tensors and normalisation are copied, the first convolution by input channel name, with zero kernels for
+    the new channels and presence flags, so that before the first step the network is ``init`` itself; it is
+    scored on the validation subjects first, and kept (``best_epoch`` -1) unless an epoch does better.
 
     Returns
     -------
@@ -138,12 +142,20 @@ def train_fusion(
                     lesion_weight=lesion_weight, lesion_patch_fraction=lesion_patch_fraction,
                     region_weight=region_weight, max_seconds=max_seconds)
     channels = tuple(c for c in channels if all(c in s.inputs for s in train))
+    norm = normalisation_stats(train, channels)
+    if init is not None:
+        norm.update({c: init.card["normalisation"][c] for c in init.channels if c in norm})
     model = new_model(channels, width=width, dropout=dropout, skip_sigma=skip_sigma,
-                      normalisation=normalisation_stats(train, channels), voxel_size_mm=voxel_size_mm, seed=seed)
+                      normalisation=norm, voxel_size_mm=voxel_size_mm, seed=seed)
+    if init is not None:
+        _warm_start(model, init)
     opt = torch.optim.Adam(model.net.parameters(), lr=lr)
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     resuming = resume and ckpt is not None and (ckpt / "checkpoint.json").exists()
     run = _resumed_run(ckpt, model, opt) if resuming else _Run()
+    if init is not None and not resuming:  # the warm start itself is the first candidate ("epoch -1")
+        run.best_val = evaluate_rmse(model, val)
+        run.best_state = {k: v.detach().clone() for k, v in model.net.state_dict().items()}
     prepared = [_prepare_subject(model, s, lesion_weight) for s in train]
     run.start_clocks()
     _run_epochs(model, opt, prepared, val, cfg, run, ckpt, progress, cancel)
@@ -154,9 +166,40 @@ def train_fusion(
     model.card["uncertainty"]["calibration_scale"] = calibrate_uncertainty(model, val)
     run.record_times()
     model.card["training"] = _training_card(cfg, run, names_t, val, training_data)
+    if init is not None:
+        model.card["training"]["initialised_from"] = {
+            "channels": list(init.channels), "format": init.card.get("format"),
+            "trained": init.card.get("training", {}).get("script", ""),
+            "how": "tensors copied; first convolution by input channel, zero kernels for the new channels and flags"}
     model.card["metrics"] = {"validation_wm_rmse_percent": run.best_val}
     step(progress, cancel, 1.0, f"trained: validation RMSE {run.best_val:.2f} %")
     return model, run.hist
+
+
+def _input_names(model: FusionModel) -> list[str]:
+    """Names of the network's input channels: the maps, the brain mask, the presence flags."""
+    return [*model.channels, "brain mask", *(f"{c} presence flag" for c in model.optional)]
+
+
+def _warm_start(model: FusionModel, init: FusionModel) -> None:
+    """Copy ``init``'s tensors into ``model``; the first convolution by input channel name (others 0)."""
+    new, old = _input_names(model), _input_names(init)
+    missing = [c for c in old if c not in new]
+    if missing or init.card["architecture"].get("width") != model.card["architecture"].get("width"):
+        raise InputError(f"init: its inputs {old} or width do not fit the new network ({new}); train without init.")
+    target = model.net.state_dict()
+    for key, tensor in init.net.state_dict().items():
+        if tuple(tensor.shape) == tuple(target[key].shape):
+            target[key] = tensor.detach().clone()
+        elif tensor.ndim == 5 and tensor.shape[1] == len(old):  # the first convolution: (out, in, k, k, k)
+            w = target[key].detach().clone().zero_()
+            for j, name in enumerate(old):
+                w[:, new.index(name)] = tensor[:, j]
+            target[key] = w
+        else:
+            raise InputError(f"init: tensor {key} has shape {tuple(tensor.shape)}, the new network "
+                             f"{tuple(target[key].shape)}; train without init.")
+    model.net.load_state_dict(target)
 
 
 def _check_split(train: Sequence[FusionSubject], val: Sequence[FusionSubject]) -> set[str]:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_myelin.fusion.card import CARD_FORMAT, MODEL_NAME, FusionModel, card_path, default_weights_path, new_model
+from napari_myelin.fusion.card import (CARD_FORMAT, MODEL_NAME, READABLE_FORMATS, FusionModel, card_path,
+                                       default_weights_path, new_model)
 from napari_myelin.fusion.network import _torch
 from napari_myelin.utils.errors import InputError
 
@@ -67,9 +68,9 @@ def load_model(weights: str | os.PathLike | None = None, device: str | None = No
         raise InputError(f"{card_file}: the model card is not valid JSON ({exc}); restore it.") from None
     if card.get("model") != MODEL_NAME or "inputs" not in card or "normalisation" not in card:
         raise InputError(f"{card_file}: not a napari-myelin fusion model card; use weights written by train-fusion.")
-    if card.get("format") != CARD_FORMAT:
+    if card.get("format") not in READABLE_FORMATS:
         raise InputError(
-            f"{card_file}: model card format {card.get('format')}, this napari-myelin reads format {CARD_FORMAT} "
+            f"{card_file}: model card format {card.get('format')}, this napari-myelin reads formats 2 and 3 "
             "(gain-offset output on the input MWF); retrain the weights with train-fusion."
         )
     arch = card.get("architecture", {})

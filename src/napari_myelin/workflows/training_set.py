@@ -28,7 +28,8 @@ Two modes produce the inputs:
     The phantom is processed like a real subject (:func:`estimator_subject_arrays`): the project's own
     estimators run on its simulated acquisitions exactly as :mod:`napari_myelin.workflows.pipeline` runs them
     (``reconst.mwf.fit_t2_distribution`` + ``t2_parts``, ``reconst.dki.fit_dki``, ``reconst.qpm.qpm`` ->
-    ``qpm_myelin``, ``reconst.qsm.fit_qsm`` -> ``chi``), and the maps are brought to the 2 mm MNI template by
+    ``qpm_myelin``, ``reconst.qsm.fit_qsm`` -> ``chi``, ``reconst.mtsat.fit_mtsat`` -> ``mtsat``,
+    ``reconst.chisep.separate_susceptibility`` -> ``chi_dia``), and the maps are brought to the 2 mm MNI template by
     the pipeline's own registrations (``workflows.pipeline.SubjectRegistrations``: rigid ``coregister`` of every
     modality to the SPGR volume at the largest flip angle, then ``register_to_template``). The true MWF
     (SPGR grid) goes through the reference's template transform, so a registration error moves the inputs
@@ -64,9 +65,11 @@ SIMULATED_NOTE = (
 ESTIMATORS_NOTE = (
     "Inputs are the project's own estimator outputs on simulated acquisitions: reconst.mwf.fit_t2_distribution + "
     "t2_parts (MWF), reconst.dki.fit_dki (FA, MK), reconst.qpm.qpm (qpm_myelin, with the phantom's B1 map), "
-    "reconst.qsm.fit_qsm (chi), each map brought to the 2 mm MNI ICBM152 template by the subject pipeline's "
+    "reconst.qsm.fit_qsm (chi), reconst.mtsat.fit_mtsat (mtsat, MT-weighted trio with the B1 map), "
+    "reconst.chisep.separate_susceptibility (chi_dia; R2 of the spin echo by workflows.chisep.spin_echo_r2), each map "
+    "brought to the 2 mm MNI ICBM152 template by the subject pipeline's "
     "registrations (workflows.pipeline.SubjectRegistrations: rigid coregister of each modality to the SPGR volume at the "
-    "largest flip angle, then register_to_template). Target: the phantom's true MWF on the SPGR grid, warped "
+    "largest flip angle, then register_to_template; MTsat through the SPGR grid by world coordinates). Target: the phantom's true MWF on the SPGR grid, warped "
     "with the same reference-to-template transform."
 )
 
@@ -134,10 +137,16 @@ def simulate_estimates(truth: dict[str, np.ndarray], mask: np.ndarray, snr: floa
         "mwf": np.clip(mwf, 0.0, 0.6), "fa": np.clip(fa, 0.0, 1.0), "mk": np.clip(mk, 0.0, 3.0),
         "qpm": np.clip(qpm, 0.0, 1.0), "qsm": qsm,
     }
+    if "mtsat" in truth:  # B1-residual gain and noise
+        out["mtsat"] = np.clip(truth["mtsat"] * (1.0 + _slow_field(shape, rng, 0.06, 6.0)) + n(0.08 * k), 0.0, 8.0)
+    if "chi_dia" in truth:  # smoothed by the regularised solve, R2' leakage as a slow residue
+        out["chi_dia"] = np.clip(gaussian_filter(truth["chi_dia"] + n(0.008 * k), 1.0)
+                                 + _slow_field(shape, rng, 0.005, 8.0), 0.0, 0.5)
     return {key: np.where(mask, v, 0.0).astype(np.float32) for key, v in out.items()}
 
 
-def estimator_maps(ph, *, mwf_mask=None, progress=None, cancel=None) -> dict[str, tuple]:
+def estimator_maps(ph, *, mwf_mask=None, optional=("mtsat", "chi_dia"), progress=None,
+                   cancel=None) -> dict[str, tuple]:
     """Run the project's estimators on a phantom's acquisitions, exactly as the subject pipeline does.
 
     ``reconst.mwf.fit_t2_distribution`` + ``t2_parts`` (brain mask from ``reconst.masking.brain_mask`` of the first
@@ -183,7 +192,41 @@ def estimator_maps(ph, *, mwf_mask=None, progress=None, cancel=None) -> dict[str
     r = qsm.fit_qsm(mag.data, phase.data, phase.echo_times, field_strength=phase.metadata.get("MagneticFieldStrength"),
                     affine=phase.affine, cancel=cancel)
     out["qsm"] = ("megre", phase.with_data(np.asarray(r["chi"], np.float32)))
+    if "chi_dia" in optional:
+        step(progress, cancel, 0.96, "chi-separation")
+        out["chi_dia"] = ("megre", phase.with_data(_chi_dia(ph, r, phase, cancel)))
+    if "mtsat" in optional and "mts_mtw" in acq:
+        step(progress, cancel, 0.98, "MTsat estimator")
+        out["mtsat"] = ("mts", _mtsat(acq, cancel))
     return {k: (g, v.with_data(np.nan_to_num(v.data))) for k, (g, v) in out.items()}
+
+
+def _chi_dia(ph, qsm_maps, phase, cancel) -> np.ndarray:
+    """chi_dia (ppm) as the pipeline's ``chisep`` step makes it: mono-exponential R2 of the MESE
+    (:func:`~napari_myelin.workflows.chisep.spin_echo_r2`) on the GRE grid (world coordinates: the phantom's
+    series share one frame), then :func:`~napari_myelin.reconst.chisep.separate_susceptibility` with the QSM
+    fit's local field, R2* and mask."""
+    from napari_myelin.reconst.chisep import separate_susceptibility
+    from napari_myelin.workflows.chisep import r2_on_gre, spin_echo_r2
+
+    r2 = r2_on_gre(spin_echo_r2(ph.acq["mese"], name="phantom MESE"), phase, name="phantom R2")
+    b0 = float(phase.metadata.get("MagneticFieldStrength", 3.0))
+    sep = separate_susceptibility(qsm_maps["local_field"], qsm_maps["r2star"], r2, b0=b0, mask=qsm_maps["mask"],
+                                  affine=phase.affine, cancel=cancel)
+    return np.asarray(sep["chi_dia"], np.float32)
+
+
+def _mtsat(acq, cancel):
+    """MTsat (p.u.) of the phantom's MTw/PDw/T1w trio with its B1 map (the pipeline's ``mtsat`` step)."""
+    from napari_myelin.reconst.mtsat import fit_mtsat
+
+    vols = [acq[k] for k in ("mts_mtw", "mts_pdw", "mts_t1w")]
+    fa = [float(v.metadata["FlipAngle"]) for v in vols]
+    tr = [float(v.metadata.get("RepetitionTimeExcitation", v.metadata.get("RepetitionTime"))) for v in vols]
+    b1 = b1_on_grid(acq["b1"], vols[0]) if "b1" in acq else None
+    r = fit_mtsat(*(np.asarray(v.data, np.float32).reshape(v.data.shape[:3]) for v in vols), flip_angles=fa,
+                  repetition_times=tr, b1=b1, cancel=cancel)
+    return vols[0].with_data(np.asarray(r["mtsat"], np.float32).reshape(vols[0].data.shape[:3]))
 
 
 class _PhantomFiles:
@@ -221,7 +264,7 @@ def register_phantom(ph, xfm_dir, *, preset: str = "fast", seed: int = 0, progre
 
 def template_subject_arrays(ph, regs, maps) -> dict[str, np.ndarray]:
     """Estimated maps and the truth, warped to the template with the pipeline's transforms."""
-    out = {c: np.asarray(regs.to_template(v, grid, "linear").data, np.float32) for c, (grid, v) in maps.items()}
+    out = {c: _to_template(ph, regs, grid, v) for c, (grid, v) in maps.items()}
     tr = ph.truth["spgr"]  # the reference grid ("vfa"): the truth takes the reference's template transform
 
     def warp(name, interp="linear"):
@@ -237,6 +280,15 @@ def template_subject_arrays(ph, regs, maps) -> dict[str, np.ndarray]:
     for c in maps:
         out[c] = np.where(out["mask"], np.nan_to_num(out[c]), 0.0).astype(np.float32)
     return out
+
+
+def _to_template(ph, regs, grid: str, vol) -> np.ndarray:
+    """A native map warped to the template; MTS maps go through the SPGR grid by world coordinates (a phantom's
+    series share one world frame, and the phantom's registrations have no MTS co-registration)."""
+    if grid == "mts":
+        ref = ph.truth["spgr"]["mwf"]
+        vol, grid = ref.with_data(_on_grid(vol, ref)), "vfa"
+    return np.asarray(regs.to_template(vol, grid, "linear").data, np.float32)
 
 
 def _npz_cached(cache_dir, name: str, compute) -> dict:
@@ -265,27 +317,50 @@ def estimator_subject_arrays(seed: int, *, size: str = "small", snr: float = 200
                              preset: str = "fast", cache_dir=None, progress=None, cancel=None) -> dict:
     """A phantom processed like a real subject: estimators on its acquisitions, pipeline registration to MNI.
 
-    The maps (``mwf``, ``fa``, ``mk``, ``qpm``, ``qsm``) and the truth (``target`` = true MWF fraction,
-    ``mask``, ``wm`` fraction, ``labels``, ``lesion``, ``nawm``) are returned on the 2 mm template grid
-    (``affine``). With ``cache_dir`` the arrays are stored as ``.npz`` (and the transforms under
+    The maps (``mwf``, ``fa``, ``mk``, ``qpm``, ``qsm``, ``mtsat``, ``chi_dia``) and the truth (``target`` =
+    true MWF fraction, ``mask``, ``wm`` fraction, ``labels``, ``lesion``, ``nawm``) are returned on the 2 mm
+    template grid (``affine``). With ``cache_dir`` the arrays are stored as ``.npz`` (and the transforms under
     ``xfm-...``) and reused: a subject is processed once.
     """
+    tag = f"estimators_seed{seed}_{size}_snr{snr:g}_{'lesions' if lesions else 'clean'}_{preset}_mt-chisep"
+
+    def make():
+        return _phantom()(seed=seed, size=size, snr=snr, lesions=lesions)
+
+    return _processed(make, tag, f"phantom seed {seed}", preset, cache_dir, progress, cancel)
+
+
+def independent_subject_arrays(seed: int, *, size: str = "small", preset: str = "fast", cache_dir=None,
+                               progress=None, cancel=None) -> dict:
+    """A subject of the independent simulator (:mod:`napari_myelin.sims.independent`: its default SNRs, the MT
+    trio, the GRE built from chi_para and chi_dia) processed exactly as :func:`estimator_subject_arrays`
+    processes a phantom; the same keys."""
+    tag = f"independent_seed{seed}_{size}_{preset}_mt-chisep"
+
+    def make():
+        from napari_myelin.sims.independent import make_independent_subject
+
+        return make_independent_subject(seed, size=size, mt=True, chi_separation=True)
+
+    return _processed(make, tag, f"independent seed {seed}", preset, cache_dir, progress, cancel)
+
+
+def _processed(make, tag: str, label: str, preset: str, cache_dir, progress, cancel) -> dict:
+    """Simulate a subject with ``make()``, run the estimators, register it, warp maps and truth to the template
+    (cached as ``cache_dir/tag.npz``)."""
     import tempfile
     from pathlib import Path
 
-    tag = f"estimators_seed{seed}_{size}_snr{snr:g}_{'lesions' if lesions else 'clean'}_{preset}"
-
     def compute() -> dict:
-        make_phantom = _phantom()
-        step(progress, cancel, 0.0, f"phantom seed {seed}")
-        ph = make_phantom(seed=seed, size=size, snr=snr, lesions=lesions)
+        step(progress, cancel, 0.0, label)
+        ph = make()
         maps = estimator_maps(ph, progress=subrange(progress, 0.02, 0.85), cancel=cancel)
         with tempfile.TemporaryDirectory() as tmp:
             xfm = Path(cache_dir) / f"xfm-{tag}" if cache_dir is not None else Path(tmp)
             regs = register_phantom(ph, xfm, preset=preset, seed=0, progress=subrange(progress, 0.85, 0.98),
                                     cancel=cancel)
             out = template_subject_arrays(ph, regs, maps)
-        step(progress, cancel, 1.0, f"phantom seed {seed} processed")
+        step(progress, cancel, 1.0, f"{label} processed")
         return out
 
     return _npz_cached(cache_dir, tag, compute)
@@ -313,6 +388,8 @@ def phantom_truth(seed: int, *, size: str = "full", lesions: bool = False, cache
             "fa": _on_grid(tr["dwi"]["fa"], ref),
             "mk": _on_grid(tr["dwi"]["mk"], ref),
             "chi": _on_grid(tr["gre"]["chi"], ref),
+            "chi_dia": _on_grid(tr["gre"]["chi_dia"], ref),
+            "mtsat": _on_grid(tr["mts"]["mtsat"], ref),
             "t1": _on_grid(tr["spgr"]["t1"], ref),
             "mask": np.asarray(tr["mese"]["mask"].data).astype(bool),
             "wm": np.asarray(tr["mese"]["wm"].data, np.float32),
@@ -322,7 +399,8 @@ def phantom_truth(seed: int, *, size: str = "full", lesions: bool = False, cache
             "affine": np.asarray(ref.affine, float),
         }
 
-    return _npz_cached(cache_dir, f"phantom_truth_seed{seed}_{size}_{'lesions' if lesions else 'clean'}", compute)
+    return _npz_cached(cache_dir, f"phantom_truth_seed{seed}_{size}_{'lesions' if lesions else 'clean'}_mt-chisep",
+                       compute)
 
 
 def phantom_subject(seed: int, *, size: str = "full", snr: float = 200.0, lesions: bool = False,
@@ -341,18 +419,29 @@ def phantom_subject(seed: int, *, size: str = "full", snr: float = 200.0, lesion
     else:
         t = estimator_subject_arrays(seed, size=size, snr=snr, lesions=lesions, preset=preset,
                                      cache_dir=cache_dir, progress=progress, cancel=cancel)
-        inputs = {c: t[c] for c in ("mwf", "fa", "mk", "qpm", "qsm")}
-        t = dict(t, mwf=t["target"])
+        inputs = None  # the estimated maps; the truth is ``target``
+    return arrays_subject(t, f"phantom-seed{seed}", inputs,
+                          {"seed": seed, "snr": snr, "lesions": lesions, "size": size, "mode": mode})
+
+
+#: The maps a processed subject may hold (:func:`estimator_subject_arrays`), in network order.
+INPUT_MAPS = ("mwf", "fa", "mk", "qpm", "qsm", "mtsat", "chi_dia")
+
+
+def arrays_subject(t: dict, name: str, inputs: dict | None = None, meta: dict | None = None) -> FusionSubject:
+    """A :class:`FusionSubject` from processed arrays (:func:`estimator_subject_arrays`,
+    :func:`independent_subject_arrays`): the maps of :data:`INPUT_MAPS` present (or ``inputs``), the true MWF
+    (``target``, else ``mwf``), white matter = WM fraction > 0.5 inside the brain mask."""
     mask = t["mask"]
     wm = (t["wm"] > 0.5) & mask
     lesion = t["lesion"] & mask if t["lesion"].any() else None
     nawm = t["nawm"] & wm if t["nawm"].any() else None
     zooms = np.sqrt((t["affine"][:3, :3] ** 2).sum(axis=0))
+    if inputs is None:
+        inputs = {c: t[c] for c in INPUT_MAPS if c in t}
     return FusionSubject(
-        inputs=inputs, target=t["mwf"], mask=mask, wm=wm, labels=t["labels"], lesion=lesion, nawm=nawm,
-        affine=t["affine"], name=f"phantom-seed{seed}",
-        meta={"seed": seed, "snr": snr, "lesions": lesions, "size": size, "mode": mode,
-              "voxel_size_mm": zooms.tolist()},
+        inputs=inputs, target=t.get("target", t["mwf"]), mask=mask, wm=wm, labels=t["labels"], lesion=lesion,
+        nawm=nawm, affine=t["affine"], name=name, meta={**(meta or {}), "voxel_size_mm": zooms.tolist()},
     )
 
 
@@ -390,7 +479,7 @@ def build_training_set(
 def user_cohort(table: str, *, wm_threshold: float = 0.5) -> list[FusionSubject]:
     """Subjects of a user cohort listed in a TSV/CSV table.
 
-    Columns: ``subject``, ``mwf``, ``fa``, ``mk``, ``qpm``, optionally ``qsm``, ``reference`` (the measured
+    Columns: ``subject``, ``mwf``, ``fa``, ``mk``, ``qpm``, optionally ``qsm``, ``mtsat``, ``chi_dia``, ``reference`` (the measured
     reference MWF map, the target; fraction or percent, detected), optionally ``mask`` and ``wm`` (a
     white-matter mask or probability map; default: the whole mask). Paths are NIfTI files on one grid per
     subject (relative paths are read from the table's folder).
@@ -417,7 +506,8 @@ def user_cohort(table: str, *, wm_threshold: float = 0.5) -> list[FusionSubject]
 
     subjects = []
     for _, row in df.iterrows():
-        chans = ["mwf", "fa", "mk", "qpm"] + (["qsm"] if "qsm" in df.columns and isinstance(row["qsm"], str) else [])
+        chans = ["mwf", "fa", "mk", "qpm"] + [c for c in ("qsm", "mtsat", "chi_dia")
+                                               if c in df.columns and isinstance(row[c], str)]
         vols = {c: _load(row[c]) for c in chans}
         ref = _load(row["reference"])
         extra = {"reference": ref}
