@@ -335,11 +335,12 @@ def test_jobqueue_slurm_job_script(bids, tmp_path, capsys):
     (["--workers", "0"], "--workers 0: give at least 1 worker."),
     (["--memory-limit", "lots"], "--memory-limit lots: not a size; write it like 6GB or 500MB."),
     (["--participants", "PARTS"], "has no participant_id column; BIDS participants.tsv starts with participant_id."),
+    (["--normative", "NOPE"], "is not a normative model (no model.json); build one with 'napari-myelin normative build'."),
 ])
 def test_bad_arguments_exit_2_with_one_sentence(bids, tmp_path, capsys, extra, sentence):
     parts = tmp_path / "participants.tsv"
     parts.write_text("id\tage\nsub-01\t3\n")
-    extra = [str(parts) if e == "PARTS" else e for e in extra]
+    extra = [str(parts) if e == "PARTS" else str(tmp_path / "nope") if e == "NOPE" else e for e in extra]
     out = tmp_path / "o"
     assert main(["cohort", str(bids), "--out", str(out), *extra]) == 2
     err = capsys.readouterr().err.strip()
@@ -352,3 +353,32 @@ def test_not_a_bids_root(tmp_path, capsys):
     assert "not a folder; give a BIDS root that holds sub-XX folders." in capsys.readouterr().err
     assert main(["cohort", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "holds no sub-XX folder" in capsys.readouterr().err
+
+
+def test_normative_model_and_covariates_reach_every_stats_step(killed_run, bids, tmp_path, capsys):
+    """``cohort --normative MODEL --participants P``: each subject's stats step writes tracts_z.csv, scored with
+    its covariates from P (sub-03's age is n/a in the BIDS participants.tsv, so only P can give it)."""
+    from napari_myelin.workflows.normative import build_normative_model
+
+    _, out, _ = killed_run
+    controls = tmp_path / "controls"
+    for i, sub in enumerate(("sub-01", "sub-02", "sub-03", "sub-01")):
+        (controls / f"sub-c{i}").mkdir(parents=True)
+        shutil.copy(out / sub / "tracts.csv", controls / f"sub-c{i}" / "tracts.csv")
+    ages = "participant_id\tage\nsub-c0\t30\nsub-c1\t40\nsub-c2\t50\nsub-c3\t60\n"
+    (controls / "participants.tsv").write_text(ages)
+    model = tmp_path / "model"
+    build_normative_model(controls, model, covariates=["age"], voxelwise=False, synthetic=True, name="cohort test")
+    given = tmp_path / "participants.tsv"
+    given.write_text(PARTICIPANTS.replace("sub-03\tn/a", "sub-03\t45"))
+    assert main(["cohort", str(bids), "--out", str(out), *FAST, "--normative", str(model),
+                 "--participants", str(given)]) == 0
+    # the stats steps only, and the group step (its inputs are the stats manifests)
+    assert "3 of 3 subjects succeeded, 4 steps computed" in capsys.readouterr().out
+    for sub, age in (("sub-01", "34"), ("sub-02", "51"), ("sub-03", "45")):
+        scored = pd.read_csv(out / sub / "tracts_z.csv")
+        assert set(scored["normative_model"]) == {"SYNTHETIC cohort test"} and scored["z"].notna().any()
+        key = json.loads((out / sub / ".napari-myelin/steps/stats.json").read_text())["key"]
+        assert key["parameters"]["covariates"] == {"age": age}
+    assert main(["cohort", str(bids), "--out", str(out), *FAST]) == 0  # without a model: no z-score, no flag
+    assert not any((out / sub / "tracts_z.csv").exists() for sub in ("sub-01", "sub-02", "sub-03"))

@@ -243,3 +243,78 @@ def test_cli_normative_table_and_subcommands(tmp_path, capsys):
     assert main(["normative", "info", "synthetic-demo"]) == 0
     assert "SYNTHETIC" in capsys.readouterr().out
     assert not (tmp_path / "m").exists()
+
+
+def test_pcn_backend_without_pcntoolkit_is_one_sentence(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "pcntoolkit", None)  # import pcntoolkit raises ImportError
+    cov, values = _cohort(np.random.default_rng(2), 12)
+    with pytest.raises(InputError, match=r"^--backend pcn: needs PCNtoolkit, which is not installed; install it with "
+                                         r"pip install 'napari-myelin\[normative-pcn\]', or build with the default "
+                                         r"backend\.$"):
+        fit_tract_model(values, cov, make_design(cov, ["age"]), backend="pcn")
+    with pytest.raises(InputError, match="choose one of ols, pcn"):
+        fit_tract_model(values, cov, make_design(cov, ["age"]), backend="gpr")
+
+
+class _FakePcn:
+    """Stands in for PCNtoolkit's documented API (NormData.from_dataframe, NormativeModel.fit/compute_zscores,
+    BLR) with the closed-form predictive, so that the backend's read-back of mean and variance is checked exactly."""
+
+    __version__ = "1.0-fake"
+
+    class NormData(dict):
+        @classmethod
+        def from_dataframe(cls, name, frame, covariates, batch_effects, response_vars, subject_ids):
+            data = cls()
+            data.x = np.c_[np.ones(len(frame)), frame[covariates].to_numpy(float)]
+            data.y, data.names = frame[response_vars].to_numpy(float), list(response_vars)
+            return data
+
+    class BLR:
+        pass
+
+    class NormativeModel:
+        def __init__(self, template, **kwargs):
+            pass
+
+        def fit(self, data):
+            ginv = np.linalg.inv(data.x.T @ data.x)
+            self.beta = ginv @ data.x.T @ data.y
+            s2 = ((data.y - data.x @ self.beta) ** 2).sum(0) / (len(data.y) - data.x.shape[1])
+            self.quad = s2[:, None, None] * (np.diag([1.0] + [0.0] * (data.x.shape[1] - 1)) + ginv)
+
+        def compute_zscores(self, data):
+            sd = np.sqrt(np.einsum("ij,mjk,ik->im", data.x, self.quad, data.x))
+            z = pd.DataFrame((data.y - data.x @ self.beta) / sd, columns=data.names)
+            data["Z"] = type("DataArray", (), {"to_pandas": lambda _self: z})()
+
+
+def test_pcn_backend_stores_the_gaussian_predictive_it_reads_back(monkeypatch):
+    """With a stand-in whose predictive is the closed form's, the stored cells give the same mean and predictive
+    variance as the closed form (Gaussian: df = inf), so scoring needs no PCNtoolkit."""
+    monkeypatch.setitem(__import__("sys").modules, "pcntoolkit", _FakePcn)
+    cov, values = _cohort(np.random.default_rng(4), 16)
+    design = make_design(cov, ["age", "sex", "site"])
+    ols = fit_tract_model(values, cov, design)
+    pcn = fit_tract_model(values, cov, design, backend="pcn")
+    assert pcn.info["Backend"]["Name"] == "pcntoolkit BLR" and np.isinf(pcn.tracts["df"]).all()
+    x0 = design.matrix(pd.DataFrame({"age": [33.0, 61.0], "sex": ["M", "F"], "site": ["B", "A"]}))
+    for model in (ols, pcn):
+        beta, ginv = unpack(model.tracts, design)
+        model.pred = x0 @ beta.T, model.tracts["s"].to_numpy() ** 2 * (1 + np.einsum("ij,mjk,ik->im", x0, ginv, x0))
+    np.testing.assert_allclose(pcn.pred[0], ols.pred[0], rtol=1e-9)
+    np.testing.assert_allclose(pcn.pred[1], ols.pred[1], rtol=1e-9)
+
+
+def test_a_cell_without_spread_among_the_controls_is_not_fitted():
+    """Controls all exactly 0 in a cell (a map clipped at 0 in a one-voxel tract): no predictive interval of
+    width 0 that would flag any value; the subject's row there is not scored, the others are."""
+    cov, values = _cohort(np.random.default_rng(6), 12)
+    values.loc[(values["label"] == 1) & (values["map"] == "fa"), "mean"] = 0.0
+    model = fit_tract_model(values, cov, make_design(cov, []))
+    assert not ((model.tracts["label"] == 1) & (model.tracts["map"] == "fa")).any()
+    subject = values[values["subject"] == "sub-00"].assign(subject="new")
+    subject.loc[(subject["label"] == 1) & (subject["map"] == "fa"), "mean"] = 1e-3
+    rows = score_subject(subject, model).rows.set_index(["label", "map"])
+    assert np.isnan(rows.loc[(1, "fa"), "z"]) and not rows.loc[(1, "fa"), "abnormal"]
+    assert rows["z"].notna().sum() == len(rows) - 1

@@ -51,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retries", type=int, default=2,
                         help="times a task runs again after its worker died or it raised an internal error (default 2)")
     parser.add_argument("--force", action="store_true", help="redo steps whose valid outputs exist")
+    parser.add_argument("--normative", metavar="MODEL",
+                        help="normative model folder ('napari-myelin normative build'), or synthetic-demo: each "
+                             "subject's tracts_z.csv with z-scores and flags, covariates from the participants "
+                             "table; without a model no z-score and no flag")
 
 
 def print_summary(result) -> None:
@@ -70,7 +74,8 @@ def print_summary(result) -> None:
 def run(args: argparse.Namespace) -> int:
     options = {k: getattr(args, k) for k in (
         "participants", "subjects", "workers", "threads_per_worker", "memory_limit", "host", "scheduler",
-        "scheduler_file", "jobqueue", "cores", "memory", "walltime", "queue", "preset", "seed", "retries", "force")}
+        "scheduler_file", "jobqueue", "cores", "memory", "walltime", "queue", "preset", "seed", "retries", "force",
+        "normative")}
     total = len(find_subject_folders(args.bids_root, args.subjects)) * len(STEPS)
     bars: list[tqdm] = []  # drawn once the cluster is up (bad arguments print their sentence alone)
 

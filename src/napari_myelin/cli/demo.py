@@ -18,8 +18,8 @@ from napari_myelin.utils.errors import InputError
 from .run import print_summary, run_with_progress
 
 HELP = ("simulate the phantom subject, run the whole pipeline on it and write the subject report (report.pdf, "
-        "report.html), report.png, tracts.png, tracts.csv; "
-        "with --controls N, a SYNTHETIC normative model of small phantom controls then scores a patient")
+        "report.html), report.png, tracts.png, tracts.csv; then a SYNTHETIC normative model of --controls small "
+        "subjects of the independent simulator scores a patient with lesions and a healthy subject")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,9 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1, help="phantom seed (default 1)")
     parser.add_argument("--snr", type=float, default=200.0, help="phantom SNR (default 200)")
     parser.add_argument("--no-screenshot", action="store_true", help="skip the napari screenshot (no display)")
-    parser.add_argument("--controls", type=int, default=0,
-                        help="small healthy phantoms of a SYNTHETIC normative model that then scores a patient and a "
-                        "healthy phantom (default 0: skipped; experimental, see the docs)")
+    parser.add_argument("--controls", type=int, default=DEMO_CONTROLS,
+                        help=f"healthy subjects of the independent simulator in a SYNTHETIC normative model that then "
+                        f"scores a patient with lesions and a healthy subject (default {DEMO_CONTROLS}; 0 skips it)")
 
 
 def truth_tract_means(truth_mwf, tracts) -> pd.Series:
@@ -45,35 +45,80 @@ def truth_tract_means(truth_mwf, tracts) -> pd.Series:
     return pd.Series({lut[i]: sums[i] / counts[i] for i in present})
 
 
-#: Seeds of the normative demo: controls from 101, a patient with lesions, a healthy subject.
-DEMO_CONTROL_SEED, DEMO_PATIENT_SEED, DEMO_HEALTHY_SEED = 101, 201, 202
+#: Seeds of the normative demo (independent simulator, none of them a frozen test seed): the controls are the
+#: first seeds from 4000 whose drawn anatomy has no pathology, the patient the first from 4100 with lesions and
+#: NAWM deficits, the healthy subject the first from 4200 without pathology.
+DEMO_CONTROL_SEED, DEMO_PATIENT_SEED, DEMO_HEALTHY_SEED = 4000, 4100, 4200
+#: Controls of the demo's SYNTHETIC model by default.
+DEMO_CONTROLS = 8
 
 
-def normative_demo(out: Path, controls: int, snr: float) -> list[Path]:
-    """Small phantom controls -> a SYNTHETIC model; a patient with lesions and a healthy subject scored
-    against it (tracts_z.csv, abnormality map), their flags printed."""
+def independent_seeds(start: int, n: int, lesions: bool) -> list[int]:
+    """The first ``n`` seeds from ``start`` whose subject of the independent simulator has (``lesions``) or
+    has not pathology; reads only the seed's anatomy stream (``SeedSequence([seed, 16])``'s first child, see
+    :mod:`napari_myelin.sims.independent.subject`), not its acquisitions."""
+    from napari_myelin.sims.independent.anatomy import draw_anatomy
+
+    seeds, seed = [], start
+    while len(seeds) < n:
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 16]).spawn(1)[0])
+        if draw_anatomy(rng)["parameters"]["has_lesions"] == lesions:
+            seeds.append(seed)
+        seed += 1
+    return seeds
+
+
+def _simulate(bids: Path, seeds: dict[int, str]) -> None:
+    """Write the subjects of the independent simulator (those not written yet; MESE, DWI, GRE, VFA and B1, no MT
+    series, to keep the demo short) and participants.tsv."""
+    from napari_myelin.sims.independent import write_independent_subject
+
+    for seed in seeds:
+        if not (bids / f"sub-{seed:02d}").exists():
+            with terminal_progress(f"sub-{seed:02d}") as progress:
+                write_independent_subject(bids, seed=seed, size="small", mt=False, progress=progress)
+    rows = "".join(f"sub-{seed:02d}\t{group}\n" for seed, group in seeds.items())
+    (bids / "participants.tsv").write_text("participant_id\tgroup\n" + rows, encoding="utf-8")
+
+
+def _check(result) -> None:
+    """Stop the demo with the first failed subject's sentence."""
+    if result.failed:
+        sub = result.failed[0]
+        raise InputError(f"demo: {sub} failed ({result.subjects[sub].message}); see {result.status_tsv}.")
+
+
+def normative_demo(out: Path, controls: int) -> list[Path]:
+    """Controls of the independent simulator (tract MWF from a population distribution, atrophy, head size and
+    pose: real between-subject variation) through ``cohort`` -> a SYNTHETIC model; a patient with lesions and a
+    healthy subject scored against it by ``cohort --normative`` (tracts_z.csv, report, abnormality map)."""
     from napari_myelin.workflows.abnormality import abnormality_map
+    from napari_myelin.workflows.cohort import run_cohort
     from napari_myelin.workflows.normative import build_normative_model
+    from napari_myelin.workflows.report import write_report
     from .run import print_flags
 
     if controls < 3:
         raise InputError(f"--controls {controls}: a model needs at least 3 controls (0 skips it).")
     check_output_folder(out)
-    seeds = [DEMO_CONTROL_SEED + i for i in range(controls)]
-    for seed in seeds + [DEMO_PATIENT_SEED, DEMO_HEALTHY_SEED]:
-        if not (out / "bids" / f"sub-{seed:02d}").exists():
-            write_phantom(out / "bids", seed=seed, size="small", snr=snr, lesions=seed == DEMO_PATIENT_SEED)
-    for seed in seeds:
-        run_with_progress(out / "bids" / f"sub-{seed:02d}", out / "controls", preset="affine")
-    build_normative_model(out / "controls", out / "model", covariates=[], name="demo phantom controls")
+    patient = independent_seeds(DEMO_PATIENT_SEED, 1, True)[0]
+    healthy = independent_seeds(DEMO_HEALTHY_SEED, 1, False)[0]
+    seeds = {s: "control" for s in independent_seeds(DEMO_CONTROL_SEED, controls, False)}
+    _simulate(out / "bids", {**seeds, patient: "patient", healthy: "healthy"})
+    names = [f"sub-{s:02d}" for s in seeds]
+    print(f"\ncontrols {', '.join(names)} (independent simulator) through 'cohort'", flush=True)
+    _check(run_cohort(out / "bids", out / "controls", subjects=names, report=print))
+    build_normative_model(out / "controls", out / "model", controls="group == 'control'", covariates=[],
+                          participants=out / "bids" / "participants.tsv", name="demo controls")
+    scored = [f"sub-{patient:02d}", f"sub-{healthy:02d}"]
+    _check(run_cohort(out / "bids", out / "results", subjects=scored, normative=out / "model", report=print))
     written = []
-    for seed, what in ((DEMO_PATIENT_SEED, "patient with lesions"), (DEMO_HEALTHY_SEED, "healthy subject")):
-        result = run_with_progress(out / "bids" / f"sub-{seed:02d}", out / "results", preset="affine",
-                                   normative=out / "model")
-        print(f"\n{what} (sub-{seed}):")
-        print_flags(result.tracts_csv.with_name("tracts_z.csv"))
-        written += [result.tracts_csv.with_name("tracts_z.csv"),
-                    *abnormality_map(out / "results" / f"sub-{seed}", out / "model").files[-2:]]
+    for sub, what in zip(scored, ("patient with lesions", "healthy subject")):
+        root = out / "results" / sub
+        print(f"\n{what} ({sub}):")
+        print_flags(root / "tracts_z.csv")
+        written += [root / "tracts_z.csv", *write_report(root, [root / "report.pdf", root / "report.html"]).written,
+                    *abnormality_map(root, out / "model").files[-2:]]
     return written
 
 
@@ -105,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
                                      out / "report.png"))
         timings["report"] = time.perf_counter() - start
     if args.controls:
-        written += normative_demo(out / "normative", args.controls, args.snr)
+        written += normative_demo(out / "normative", args.controls)
     print("\n" + "\n".join(f"wrote {Path(p)}" for p in written))
     print("phantom: {:.1f} s".format(timings["phantom"]) + (", report: {:.1f} s".format(timings["report"])
                                                             if "report" in timings else ""))

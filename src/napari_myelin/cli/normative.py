@@ -37,8 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--participants", metavar="TSV", help="participants.tsv (default: in or beside DERIV)")
     build.add_argument("--fwhm", type=float, default=4.0, help="smoothing of the voxelwise model, mm (default 4)")
     build.add_argument("--no-voxelwise", action="store_true", help="tract model only")
-    build.add_argument("--synthetic", action="store_true", help="label the model SYNTHETIC (automatic for phantoms)")
+    build.add_argument("--synthetic", action="store_true",
+                       help="label the model SYNTHETIC (automatic for simulated controls)")
     build.add_argument("--name", help="name of the model in its outputs")
+    build.add_argument("--backend", choices=("ols", "pcn"), default="ols",
+                       help="tract model: ols, the closed-form Bayesian linear regression (default), or pcn, "
+                       "PCNtoolkit's BLR (needs the extra: pip install 'napari-myelin[normative-pcn]')")
     build.set_defaults(_action=_build)
     info = sub.add_parser("info", help="print what a model holds and what it applies to")
     info.add_argument("model", metavar="MODEL")
@@ -71,7 +75,7 @@ def _build(args: argparse.Namespace) -> int:
         model = build_normative_model(args.deriv, args.out, controls=args.controls, covariates=args.covariates,
                                       participants=args.participants, voxelwise=not args.no_voxelwise,
                                       fwhm_mm=args.fwhm, synthetic=True if args.synthetic else None,
-                                      name=args.name, progress=progress)
+                                      name=args.name, backend=args.backend, progress=progress)
     _print_model(model)
     return 0
 
@@ -91,6 +95,9 @@ def _print_model(model) -> None:
     for cov in model.design.covariates:
         span = f"{cov.low:g}-{cov.high:g}" if cov.kind == "numeric" else ", ".join(cov.levels)
         print(f"covariate {cov.name} ({cov.kind}): {span}")
+    backend = info.get("Backend", {})
+    if backend:
+        print(f"backend: {backend.get('Name')} {backend.get('Version', '')}".rstrip())
     print(f"tract model: {model.tracts['label'].nunique()} tracts x {model.tracts['map'].nunique()} maps; "
           f"multivariate covariance for {len(model.covariance)} tracts")
     if model.voxelwise:

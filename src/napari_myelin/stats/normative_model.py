@@ -119,6 +119,9 @@ def _fit_cells(y: np.ndarray, x: np.ndarray) -> dict[str, np.ndarray]:
     resid = np.where(w, y0 - x @ beta.T, np.nan)
     df = (n - p).astype(float)
     s2 = np.where(ok, np.nansum(resid ** 2, axis=0) / np.where(ok, df, 1.0), np.nan)
+    # no spread among the controls (e.g. a map clipped at 0, all 0 in a one-voxel tract): a predictive interval
+    # of width 0 would flag any value, so the cell is left unfitted (its rows are not scored)
+    ok &= np.nan_to_num(s2) > 0
     h = np.einsum("ij,mjk,ik->im", x, ginv, x)
     with np.errstate(invalid="ignore", divide="ignore"):
         s2_loo = (df * s2 - resid ** 2 / (1 - h)) / (df - 1)
@@ -140,8 +143,26 @@ def _covariances(z_loo: np.ndarray, cells: pd.DataFrame) -> dict:
     return out
 
 
+#: Backends of the tract model: the closed form above, or PCNtoolkit's BLR (:mod:`.normative_pcn`).
+BACKENDS = ("ols", "pcn")
+
+
+def _pcn_refit(fit: dict, y: np.ndarray, x: np.ndarray) -> dict:
+    """The cells refitted by PCNtoolkit's BLR (:mod:`.normative_pcn`); the leave-one-out z of the closed form are
+    kept for the multivariate covariance."""
+    from napari_myelin.stats.normative_pcn import as_cells, fit_pcn_cells
+
+    beta, quad, version = fit_pcn_cells(y, x)
+    cells = as_cells(beta, quad)
+    good = fit["ok"] & np.isfinite(cells["s"]) & (cells["s"] > 0)
+    out = dict(fit, ok=good, version=version)
+    for key in ("beta", "s", "ginv", "df"):
+        out[key] = np.where(good.reshape((-1,) + (1,) * (cells[key].ndim - 1)), cells[key], fit[key])
+    return out
+
+
 def fit_tract_model(values: pd.DataFrame, covariates: pd.DataFrame, design: Design,
-                    info: dict | None = None) -> NormativeModel:
+                    info: dict | None = None, backend: str = "ols") -> NormativeModel:
     """Fit one linear model per (label, map) to the controls' tract means.
 
     Parameters
@@ -155,6 +176,9 @@ def fit_tract_model(values: pd.DataFrame, covariates: pd.DataFrame, design: Desi
         Coding of the covariates (:func:`~napari_myelin.stats.normative_design.make_design`).
     info : dict, optional
         Entries for ``model.json`` (controls, atlas, estimator settings, ``Synthetic``, ``Name`` ...).
+    backend : {"ols", "pcn"}
+        ``ols``: the closed form (module docstring); ``pcn``: PCNtoolkit's Bayesian linear regression
+        (:mod:`~napari_myelin.stats.normative_pcn`, optional extra ``normative-pcn``).
 
     Returns
     -------
@@ -163,9 +187,11 @@ def fit_tract_model(values: pd.DataFrame, covariates: pd.DataFrame, design: Desi
     Raises
     ------
     InputError
-        A map reported in different units or by different methods, or no cell with enough controls
-        (:math:`n \\ge p + 2`).
+        A map reported in different units or by different methods, no cell with enough controls
+        (:math:`n \\ge p + 2`), an unknown backend, or ``pcn`` without PCNtoolkit.
     """
+    if backend not in BACKENDS:
+        raise InputError(f"--backend {backend}: choose one of {', '.join(BACKENDS)}.")
     data = values[values.get("status", pd.Series("ok", index=values.index)).fillna("ok") == "ok"].copy()
     data["method"] = data["method"].fillna("").astype(str) if "method" in data else ""
     for col in ("units", "method"):
@@ -180,6 +206,8 @@ def fit_tract_model(values: pd.DataFrame, covariates: pd.DataFrame, design: Desi
     y_table = y_table.reindex(subjects)
     x = design.matrix(covariates)
     fit = _fit_cells(y_table.to_numpy(float), x)
+    if backend == "pcn":
+        fit = _pcn_refit(fit, y_table.to_numpy(float), x)
     cells = pd.DataFrame(list(y_table.columns), columns=["label", "map"])
     meta = data.groupby(["label", "map"]).agg(name=("name", "first"), units=("units", "first"),
                                                method=("method", "first")).reset_index()
@@ -190,7 +218,9 @@ def fit_tract_model(values: pd.DataFrame, covariates: pd.DataFrame, design: Desi
                          f"{design_size(design)} parameters needs; add controls or covariates fewer.")
     tracts = _cells_table(cells, fit, design)[keep].reset_index(drop=True)
     covariance = _covariances(fit["z_loo"][:, keep], cells[keep].reset_index(drop=True))
-    info = dict(info or {}, Covariates=design.to_dict(), Subjects=subjects)
+    engine = ({"Name": "pcntoolkit BLR", "Version": fit["version"], "Predictive": "Gaussian"} if backend == "pcn"
+              else {"Name": "closed-form linear model (reference-prior Bayesian regression)", "Predictive": "Student t"})
+    info = dict(info or {}, Covariates=design.to_dict(), Subjects=subjects, Backend=engine)
     return NormativeModel(design, tracts, covariance, _with_id(info, tracts))
 
 

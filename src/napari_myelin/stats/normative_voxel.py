@@ -30,7 +30,8 @@ A subject's smoothed map :math:`y(v)` (same FWHM) gives :math:`t = (y - x_0^\\to
     A(v) = -\\frac{\\sum_k w_k z_k(v)}{\\sqrt{\\sum_{k,l} w_k w_l R_{kl}}}, \\qquad w_k = \\pm 1,
 
 with :math:`w_k` the sign of map :math:`k`'s dependence on myelin (:data:`MYELIN_SIGN`: MWF, QPM, FA, MK,
-MTsat, MTR rise with myelin; the susceptibility falls, myelin being diamagnetic) and :math:`R` the
+MTsat, MTR and the diamagnetic magnitude chi_dia rise with myelin; the bulk susceptibility falls, myelin
+being diamagnetic) and :math:`R` the
 correlation of the maps' standardised residuals over the controls' white-matter voxels. In healthy tissue
 :math:`A \\sim N(0, 1)`, so :math:`P = 1 - \\Phi(A)` is calibrated without training data; voxels with
 Benjamini-Hochberg :math:`q \\le \\alpha` over the subject's white matter form the abnormal-NAWM label map.
@@ -63,7 +64,7 @@ from napari_myelin.utils.progress import ProgressFn, step
 
 #: +1 for maps that rise with myelin content, -1 for those that fall (the direction of demyelination is -w).
 MYELIN_SIGN = {"mwf": 1, "imwf": 1, "qpm_myelin": 1, "mwf_qpm": 1, "fa": 1, "mk": 1, "mtsat": 1, "mtr": 1,
-               "chi": -1}
+               "chi_dia": 1, "chi": -1}
 #: Default smoothing of the voxelwise model (mm, FWHM).
 FWHM_MM = 4.0
 

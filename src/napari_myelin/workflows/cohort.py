@@ -20,6 +20,8 @@ Outputs (BIDS derivatives, ``DERIV/``)::
 
     dataset_description.json     GeneratedBy: napari-myelin and dask.distributed, with versions
     sub-XX/...                   as ``napari-myelin run`` writes them
+    sub-XX/tracts_z.csv          only with ``normative=MODEL``: z-scores and flags (covariates: the
+                                 subject's row of the participants table)
     group/tracts_long.csv, group/tracts_wide.csv, group/space-MNI152NLin2009aSym/  (cohort_group)
     cohort_status.tsv            subject, step, status, seconds, message (one row per subject and step)
 """
@@ -164,7 +166,8 @@ def _failure_sentence(exc: BaseException, retries: int) -> str:
 class _Graph:
     """The submitted tasks of a cohort and the results collected so far."""
 
-    def __init__(self, client, folders: list[Path], out: Path, options: CohortOptions, pin: bool) -> None:
+    def __init__(self, client, folders: list[Path], out: Path, options: CohortOptions, pin: bool,
+                 covariates: dict[str, dict] | None = None) -> None:
         self.options = options
         self.futures: dict[tuple[str, str], object] = {}
         self.results: dict[tuple[str, str], StepResult] = {}
@@ -172,7 +175,7 @@ class _Graph:
         self.folders = folders
         token = uuid.uuid4().hex[:8]
         task_options = StepOptions(options.force, options.preset, int(options.seed),
-                                   int(options.threads_per_worker), pin)
+                                   int(options.threads_per_worker), pin, _model_argument(options.normative))
         for folder in folders:
             try:
                 find_subject(folder)
@@ -181,9 +184,10 @@ class _Graph:
                 continue
             for name in STEPS:
                 deps = [self.futures[(folder.name, d)] for d in DEPENDS[name]]
+                extra = {"covariates": (covariates or {}).get(folder.name)} if name == "stats" else {}
                 self.futures[(folder.name, name)] = client.submit(
                     step_task, str(folder), str(out), name, task_options, *deps,
-                    key=f"{name}-{folder.name}-{token}", retries=int(options.retries))
+                    key=f"{name}-{folder.name}-{token}", retries=int(options.retries), **extra)
         self.task_options = task_options
 
     def outcome(self, subject: str, name: str) -> StepResult:
@@ -273,6 +277,23 @@ def _run_group(client, graph: _Graph, out: Path, subjects: dict[str, SubjectStat
         return StepResult("group", "failed", 0.0, [], _failure_sentence(exc, int(graph.options.retries)))
 
 
+def _model_argument(normative) -> str | None:
+    """The model as the workers receive it: an absolute folder path, or the demo model's name."""
+    if normative is None:
+        return None
+    from napari_myelin.workflows.normative import DEMO_MODEL
+
+    return DEMO_MODEL if str(normative) == DEMO_MODEL else str(Path(normative).resolve())
+
+
+def subject_covariates_table(participants: pd.DataFrame | None) -> dict[str, dict]:
+    """Per subject, its row of the participants table (missing values left out), for the ``stats`` step."""
+    if participants is None:
+        return {}
+    rows = participants.set_index("subject").to_dict(orient="index")
+    return {sub: {k: v for k, v in row.items() if not pd.isna(v)} for sub, row in rows.items()}
+
+
 def _participants(bids_root: Path, given) -> tuple[pd.DataFrame | None, str | None]:
     path = Path(given) if given is not None else bids_root / "participants.tsv"
     if given is None and not path.is_file():
@@ -319,6 +340,10 @@ def run_cohort(bids_root: str | os.PathLike, out: str | os.PathLike, client=None
     root = Path(bids_root)
     folders = find_subject_folders(root, opts.subjects)
     participants, participants_file = _participants(root, opts.participants)
+    if opts.normative is not None:  # a model that cannot be opened is a bad argument, before any work
+        from napari_myelin.workflows.normative import open_model
+
+        open_model(_model_argument(opts.normative))
     out = check_output_folder(out)
     say = report or (lambda line: None)
     start = time.perf_counter()
@@ -335,7 +360,7 @@ def run_cohort(bids_root: str | os.PathLike, out: str | os.PathLike, client=None
             say(f"cluster: {description}")
             say(f"dashboard: {dashboard}" if dashboard else "dashboard: not available")
             try:
-                graph = _Graph(dask_client, folders, out, opts, pin)
+                graph = _Graph(dask_client, folders, out, opts, pin, subject_covariates_table(participants))
                 graph.collect(progress, cancel, on_status)
                 subjects = graph.subjects(out)
                 group = _run_group(dask_client, graph, out, subjects, participants, participants_file)

@@ -76,6 +76,10 @@ class CohortOptions:
         Times a task is run again after its worker died or it raised an internal error (default 2).
     force : bool
         Redo steps whose valid outputs exist.
+    normative : path or str, optional
+        Normative model (a folder of ``napari-myelin normative build``, or ``"synthetic-demo"``): every
+        subject's ``stats`` step then writes ``tracts_z.csv``, with the subject's covariates from
+        ``participants``; without one, no z-score and no flag.
     """
 
     participants: str | os.PathLike | None = None
@@ -95,6 +99,7 @@ class CohortOptions:
     seed: int = 0
     retries: int = 2
     force: bool = False
+    normative: str | os.PathLike | None = None
 
     def check(self) -> None:
         """Refuse inconsistent options with one sentence (:class:`InputError`)."""

@@ -38,14 +38,16 @@ def worker_environment(threads: int) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class StepOptions:
-    """Options every step task receives: the pipeline's (``force``, ``preset``, ``seed``) and the
-    worker's thread budget (``threads``; ``pin``: give each worker its own cores)."""
+    """Options every step task receives: the pipeline's (``force``, ``preset``, ``seed``, ``normative``:
+    the model the ``stats`` step scores with, a folder path or ``"synthetic-demo"``) and the worker's
+    thread budget (``threads``; ``pin``: give each worker its own cores)."""
 
     force: bool = False
     preset: str = "fast"
     seed: int = 0
     threads: int = 1
     pin: bool = False
+    normative: str | None = None
 
 
 def _worker_cores(threads: int) -> set[int] | None:
@@ -101,8 +103,12 @@ def thread_budget(threads: int, pin: bool = False) -> Iterator[None]:
                 os.sched_setaffinity(0, previous)
 
 
-def step_task(subject_dir: str, out: str, name: str, options: StepOptions, *upstream: StepResult) -> StepResult:
+def step_task(subject_dir: str, out: str, name: str, options: StepOptions, *upstream: StepResult,
+              covariates: dict | None = None) -> StepResult:
     """Run pipeline step ``name`` of one subject (``upstream``: results of the steps it reads).
+
+    ``covariates``: the subject's row of the cohort's participants table, for the ``stats`` step's
+    normative model (they update the row of ``participants.tsv`` beside the subject folder).
 
     Returns
     -------
@@ -118,7 +124,9 @@ def step_task(subject_dir: str, out: str, name: str, options: StepOptions, *upst
     start = time.perf_counter()
     try:
         with thread_budget(options.threads, options.pin):
-            return run_step(subject_dir, out, name, force=options.force, preset=options.preset, seed=options.seed)
+            scoring = {"normative": options.normative, "covariates": covariates} if name == "stats" else {}
+            return run_step(subject_dir, out, name, force=options.force, preset=options.preset, seed=options.seed,
+                            **scoring)
     except InputError as exc:
         return StepResult(name, "failed", time.perf_counter() - start, [], str(exc))
 

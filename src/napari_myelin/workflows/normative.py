@@ -12,7 +12,8 @@
 and writes the model folder (``model.json``, ``tracts.csv``, ``multivariate.csv``, ``voxelwise/``).
 ``model.json`` records the format version, a model ID (SHA-256 of its content), the software version,
 the controls (query, subjects, covariate ranges), the atlas, per map the units, method and shared
-settings, and ``Synthetic``: true when the controls are simulated (the phantom's raw sidecars say so, or
+settings, and ``Synthetic``: true when the controls are simulated (the raw sidecars of the phantom or of the
+independent simulator say so, or
 ``synthetic=True``), so that every output scored with it says SYNTHETIC.
 
 :func:`score_subject_folder` scores one subject's ``tracts.csv`` (what the pipeline's ``stats`` step
@@ -47,8 +48,8 @@ from napari_myelin.workflows.pipeline import SHIPPED_NORMATIVE, TEMPLATE_SPACE
 
 #: The name that selects the shipped demo model (the SYNTHETIC table of phantom truth maps).
 DEMO_MODEL = "synthetic-demo"
-#: Name of the phantom simulator in the raw sidecars' GeneratedBy.
-PHANTOM_GENERATOR = "napari-myelin phantom"
+#: Names of the simulators in the raw sidecars' GeneratedBy (the project phantom, the independent simulator).
+SIMULATORS = ("napari-myelin phantom", "napari-myelin independent simulator")
 
 
 def subject_folders(deriv: str | os.PathLike) -> dict[str, Path]:
@@ -106,7 +107,7 @@ def map_settings(table: pd.DataFrame, root: Path) -> dict[str, dict]:
 
 
 def _is_synthetic(root: Path) -> bool:
-    """True when the raw inputs of a subject (listed in its stats step manifest) were simulated by the phantom."""
+    """True when the raw inputs of a subject (listed in its stats step manifest) were simulated (:data:`SIMULATORS`)."""
     manifest = root / ".napari-myelin" / "steps" / "stats.json"
     if not manifest.is_file():
         return False
@@ -114,7 +115,7 @@ def _is_synthetic(root: Path) -> bool:
     for raw in inputs:
         if raw.endswith(".nii.gz") and Path(raw).is_file():
             gen = read_sidecar(Path(raw)).get("GeneratedBy") or {}
-            return isinstance(gen, dict) and gen.get("Name") == PHANTOM_GENERATOR
+            return isinstance(gen, dict) and gen.get("Name") in SIMULATORS
     return False
 
 
@@ -139,7 +140,7 @@ def _record(deriv: Path, chosen: pd.DataFrame, controls: str | None, values: pd.
 def build_normative_model(deriv: str | os.PathLike, out: str | os.PathLike, *, controls: str | None = None,
                           covariates: Sequence[str] | None = None, participants: str | os.PathLike | None = None,
                           voxelwise: bool = True, fwhm_mm: float = FWHM_MM, synthetic: bool | None = None,
-                          name: str | None = None, progress: ProgressFn | None = None,
+                          name: str | None = None, backend: str = "ols", progress: ProgressFn | None = None,
                           cancel=None) -> NormativeModel:
     """Build a normative model from the controls of a derivatives folder and write it to ``out``.
 
@@ -165,6 +166,9 @@ def build_normative_model(deriv: str | os.PathLike, out: str | os.PathLike, *, c
         Label the model SYNTHETIC (default: when the controls' raw data come from the phantom).
     name : str, optional
         Name of the model in its outputs.
+    backend : {"ols", "pcn"}
+        Tract model: the closed form (default) or PCNtoolkit's Bayesian linear regression (optional extra
+        ``normative-pcn``; :mod:`napari_myelin.stats.normative_pcn`).
 
     Returns
     -------
@@ -189,7 +193,7 @@ def build_normative_model(deriv: str | os.PathLike, out: str | os.PathLike, *, c
     sidecars = {m: [s[m] for s in sides if m in s] for m in values["map"].unique()}
     synthetic = _is_synthetic(roots[0]) if synthetic is None else synthetic
     info = _record(deriv, chosen, controls, values, sidecars, synthetic, name)
-    model = fit_tract_model(values, chosen, design, info)
+    model = fit_tract_model(values, chosen, design, info, backend=backend)
     extra = {}
     if voxelwise:
         vox = _voxel_model(roots, design.matrix(chosen), fwhm_mm, subrange(progress, 0.1, 0.95), cancel)
