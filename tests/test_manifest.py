@@ -26,6 +26,7 @@ def test_every_contribution_resolves_to_a_callable():
         "Myelin water (MWF)", "Diffusion kurtosis (DKI)", "Susceptibility (QSM)", "Relaxometry (QPM)",
         "Magnetization transfer (MTsat)", "χ-separation",
         "Register to template", "Integrated myelin map (CNN)", "ROI statistics", "NAWM abnormality", "Subject pipeline", "Cohort",
+        "Myelin workspace",
     }
     assert {s.display_name for s in manifest.contributions.sample_data} >= {"Myelin phantom"}
     assert [r.command for r in manifest.contributions.readers] == ["napari-myelin.read_nifti",

@@ -37,16 +37,22 @@ def test_widget_fits_dwi_layer_through_worker(make_napari_viewer, qtbot):
         widget.run()
     assert blocker.args == [True]
     ref = dipy_reference(data.astype(np.float32).astype(float), bvals, bvecs, mask.astype(bool))
+    inside = to_display(mask, affine) > 0
     for key, label, tol in (("fa", "FA", 1e-6), ("mk", "MK", 1e-4), ("ak", "AK", 1e-4), ("rk", "RK", 1e-4)):
-        layer = viewer.layers[f"dwi {label}"]
-        np.testing.assert_allclose(layer.data, to_display(ref[key], affine), atol=tol)
+        layer = viewer.layers[f"{label} · dwi"]
+        np.testing.assert_allclose(layer.data[inside], to_display(ref[key], affine)[inside], atol=tol)
+        assert np.isnan(layer.data[~inside]).all()  # transparent outside the mask
+        assert layer.colorbar.visible and layer.visible == (key == "mk")
         np.testing.assert_allclose(layer.scale, dwi.scale[1:])
         np.testing.assert_allclose(layer.translate, dwi.translate[1:])
-    md = viewer.layers["dwi MD"]
-    np.testing.assert_allclose(md.data, to_display(ref["md"], affine), rtol=1e-5, atol=1e-10)
-    assert md.metadata["units"] == "mm^2/s" and tuple(md.contrast_limits) == (0.0, 3e-3)
-    assert viewer.layers["dwi MK"].metadata["units"] == "dimensionless"
-    rgb = viewer.layers["dwi colour FA"]
+    md = viewer.layers["MD (mm^2/s) · dwi"]
+    np.testing.assert_allclose(md.data[inside], to_display(ref["md"], affine)[inside], rtol=1e-5, atol=1e-10)
+    # contrast limits: the 1st and 99th percentiles inside the mask
+    np.testing.assert_allclose(md.contrast_limits, np.percentile(md.data[inside], [1, 99]), rtol=1e-5)
+    assert md.metadata["units"] == "mm^2/s"
+    assert viewer.layers["MK · dwi"].metadata["units"] == "dimensionless"
+    assert viewer.layers[-1].name == "MK · dwi" and viewer.layers.selection.active.name == "MK · dwi"
+    rgb = viewer.layers["colour FA · dwi"]
     assert rgb.rgb and rgb.data.shape == to_display(mask, affine).shape + (3,)
     # colour = |principal direction in world axes| * FA, so its length is FA
     np.testing.assert_allclose(np.linalg.norm(rgb.data, axis=-1), to_display(ref["fa"], affine), atol=1e-5)
@@ -73,5 +79,5 @@ def test_widget_refuses_dwi_without_table_then_uses_chosen_files(make_napari_vie
         widget.run()
     assert blocker.args == [True]
     ref = dipy_reference(data.astype(np.float32).astype(float), bvals, np.loadtxt(tmp_path / "dwi.bvec").T, mask, "OLS")
-    np.testing.assert_allclose(viewer.layers["dwi FA"].data, to_display(ref["fa"], np.eye(4)), atol=1e-6)
-    np.testing.assert_allclose(viewer.layers["dwi MK"].data, to_display(ref["mk"], np.eye(4)), atol=1e-4)
+    np.testing.assert_allclose(viewer.layers["FA · dwi"].data, to_display(ref["fa"], np.eye(4)), atol=1e-6)
+    np.testing.assert_allclose(viewer.layers["MK · dwi"].data, to_display(ref["mk"], np.eye(4)), atol=1e-4)

@@ -41,14 +41,14 @@ def test_widget_fits_mtsat_through_worker(make_napari_viewer, qtbot):
     assert blocker.args == [True], widget.runner.error
     ref = fit_mtsat(*(np.asarray(s, np.float32) for s in sig), flip_angles=FA, repetition_times=TR,
                     b1=b.astype(np.float32), b1_correction=0.0, exact=True)
-    for key, label in (("mtsat", "MTsat (p.u.)"), ("mtr", "MTR (%)"), ("t1", "T1 (s)"), ("a", "amplitude")):
-        layer = viewer.layers[f"{NAMES[0]} {label}"]
+    for key, label in (("mtsat", "MTsat (p.u.)"), ("mtr", "MTR (%)"), ("t1", "T1 (s)"), ("a", "amplitude (a.u.)")):
+        layer = viewer.layers[f"{label} · {NAMES[0]}"]
         np.testing.assert_allclose(layer.data, to_display(ref[key], affine), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(layer.scale, viewer.layers[NAMES[0]].scale)
         assert layer.metadata["units"] == ref.units[key]
     # the truth the signals were made from
-    np.testing.assert_allclose(viewer.layers[f"{NAMES[0]} T1 (s)"].data, to_display(t1, affine), rtol=1e-5)
-    np.testing.assert_allclose(viewer.layers[f"{NAMES[0]} MTsat (p.u.)"].data, to_display(100 * delta, affine), rtol=1e-4)
+    np.testing.assert_allclose(viewer.layers[f"T1 (s) · {NAMES[0]}"].data, to_display(t1, affine), rtol=1e-5)
+    np.testing.assert_allclose(viewer.layers[f"MTsat (p.u.) · {NAMES[0]}"].data, to_display(100 * delta, affine), rtol=1e-4)
     # fitting again replaces the layers instead of adding copies
     n_layers = len(viewer.layers)
     with qtbot.waitSignal(widget.runner.finished, timeout=60000):
@@ -81,5 +81,5 @@ def test_widget_refuses_bad_input_with_one_sentence(make_napari_viewer, qtbot):
         widget.run()
     assert blocker.args == [True]
     ref = fit_mtsat(*(np.asarray(s, np.float32) for s in sig), flip_angles=FA, repetition_times=TR)
-    np.testing.assert_allclose(viewer.layers[f"{NAMES[0]} MTsat (p.u.)"].data, to_display(ref["mtsat"], np.eye(4)),
+    np.testing.assert_allclose(viewer.layers[f"MTsat (p.u.) · {NAMES[0]}"].data, to_display(ref["mtsat"], np.eye(4)),
                                rtol=1e-5)

@@ -41,7 +41,7 @@ def test_widget_fits_through_worker_and_plots_a_voxel(make_napari_viewer, qtbot)
     with qtbot.waitSignal(widget.runner.finished, timeout=120000) as blocker:
         widget.run()
     assert blocker.args == [True]
-    mwf_layer = viewer.layers["me MWF (%)"]
+    mwf_layer = viewer.layers["MWF (%) · me"]
     assert mwf_layer.metadata["units"] == "%"
     np.testing.assert_allclose(mwf_layer.scale, viewer.layers["me"].scale[1:])
     expected = to_display(100 * f, affine)
@@ -54,15 +54,15 @@ def test_widget_fits_through_worker_and_plots_a_voxel(make_napari_viewer, qtbot)
     for key, label in (("alpha", "refocusing angle (deg)"), ("gmt2", "geometric-mean T2 (s)"), ("snr", "SNR"),
                        ("iewf", "IEWF (%)")):
         scale = 100.0 if key == "iewf" else 1.0
-        np.testing.assert_allclose(np.asarray(viewer.layers[f"me {label}"].data),
+        np.testing.assert_allclose(np.asarray(viewer.layers[f"{label} · me"].data),
                                    to_display(scale * ref[key], affine).astype(np.float32), rtol=1e-5)
     # the optimised refocusing angle is near the truth where the residual is not flat (below 170 deg;
     # noise-free decays near 180 deg fit almost equally well at any angle close to 180)
     true_alpha = to_display(alpha, affine)
     sharp = ok & (true_alpha < 170.0)
     assert sharp.sum() >= 10
-    assert np.max(np.abs(np.asarray(viewer.layers["me refocusing angle (deg)"].data)[sharp] - true_alpha[sharp])) < 1.0
-    assert viewer.layers["me geometric-mean T2 (s)"].metadata["units"] == "s"
+    assert np.max(np.abs(np.asarray(viewer.layers["refocusing angle (deg) · me"].data)[sharp] - true_alpha[sharp])) < 1.0
+    assert viewer.layers["geometric-mean T2 (s) · me"].metadata["units"] == "s"
     assert "1 skipped" in widget.info.value
     # clicking a voxel: distribution and measured vs fitted decay
     z, y, x = 1, 2, 3
@@ -71,6 +71,14 @@ def test_widget_fits_through_worker_and_plots_a_voxel(make_napari_viewer, qtbot)
     np.testing.assert_allclose(widget.fitted_decay, measured, rtol=1e-2)  # discrete T2 grid
     np.testing.assert_allclose(widget.voxel_mwf, expected[z, y, x], atol=1.0)
     assert len(widget.ax_dist.lines) == 1 and len(widget.ax_decay.lines) == 2
+    # the title names the voxel in world mm (RAS x, y, z, as the status bar), the decay axes have units
+    world = viewer.layers["me"].data_to_world((0, z, y, x))[-3:][::-1]
+    assert widget.ax_dist.get_title().startswith("voxel at ({:.1f}, {:.1f}, {:.1f}) mm".format(*world))
+    assert widget.ax_decay.get_xlabel() == "echo time TE (ms)" and widget.ax_decay.get_ylabel() == "signal (a.u.)"
+    # the MWF map on top and selected, the auxiliary maps hidden, a colorbar on every map
+    assert viewer.layers[-1] is mwf_layer and viewer.layers.selection.active is mwf_layer and mwf_layer.visible
+    assert not viewer.layers["SNR · me"].visible
+    assert all(viewer.layers[f"{label} · me"].colorbar.visible for label in ("MWF (%)", "IEWF (%)", "SNR"))
 
 
 def test_widget_refuses_bad_spacing(make_napari_viewer):
@@ -81,4 +89,4 @@ def test_widget_refuses_bad_spacing(make_napari_viewer):
     widget.te.value = "abc"
     assert widget.run() is None
     assert "not a number" in widget.runner.status.text()
-    assert "me MWF (%)" not in viewer.layers
+    assert "MWF (%) · me" not in viewer.layers

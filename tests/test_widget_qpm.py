@@ -33,21 +33,21 @@ def test_widget_fits_and_calibrates_through_worker(make_napari_viewer, qtbot, tm
         widget.run()
     assert blocker.args == [True]
     ref = qpm.qpm(d["signals"].astype(np.float32), d["fa"], d["tr"], b1=d["b1"].astype(np.float32))
-    for key, label in (("t1", "T1 (s)"), ("pd", "PD"), ("mtv", "MTV"), ("qpm_myelin", "QPM myelin")):
-        layer = viewer.layers[f"spgr {label}"]
+    for key, label in (("t1", "T1 (s)"), ("pd", "PD"), ("mtv", "MTV"), ("qpm_myelin", "QPM myelin (fraction)")):
+        layer = viewer.layers[f"{label} · spgr"]
         np.testing.assert_allclose(layer.data, to_display(ref[key], affine), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(layer.scale, viewer.layers["spgr"].scale[1:])
-    assert viewer.layers["spgr T1 (s)"].metadata["units"] == "s"
+    assert viewer.layers["T1 (s) · spgr"].metadata["units"] == "s"
     # noise-free two-pool data: in WM (water content 0.7, no free water) the myelin map is the true MWF
     wm_d = to_display(d["wm"], affine)
-    np.testing.assert_allclose(viewer.layers["spgr QPM myelin"].data[wm_d], to_display(d["mwf"], affine)[wm_d], atol=1e-4)
+    np.testing.assert_allclose(viewer.layers["QPM myelin (fraction) · spgr"].data[wm_d], to_display(d["mwf"], affine)[wm_d], atol=1e-4)
 
     # calibration panel: MWF layer and WM mask, fit, scatter + quadratic drawn, calibrated layer added
     _add(viewer, Volume(d["mwf"].astype(np.float32), affine), "mwf")
     viewer.add_layer(Layer.create(*volume_to_layer(Volume(d["wm"].astype(np.uint8), affine), name="wm",
                                                    layer_type="labels")))
     widget.cal_mwf.value = viewer.layers["mwf"]
-    assert widget.cal_qpm.value is viewer.layers["spgr QPM myelin"]
+    assert widget.cal_qpm.value is viewer.layers["QPM myelin (fraction) · spgr"]
     widget.cal_mask.value = viewer.layers["wm"]
     with qtbot.waitSignal(widget.runner.finished, timeout=60000) as blocker:
         widget.calibrate()
@@ -58,7 +58,7 @@ def test_widget_fits_and_calibrates_through_worker(make_napari_viewer, qtbot, tm
     np.testing.assert_allclose(cal.apply(np.array([0.05, 0.2])), [5.0, 20.0], atol=0.1)
     assert len(widget.axes.collections) == 1 and len(widget.axes.lines) == 1
     assert "R²" in widget.cal_text.value
-    calibrated = viewer.layers["spgr QPM myelin MWF (%)"]
+    calibrated = viewer.layers["MWF calibrated here (%) · spgr"]
     assert calibrated.metadata["units"] == "%"
     wm = to_display(d["wm"], affine)
     np.testing.assert_allclose(calibrated.data[wm], 100 * to_display(d["mwf"], affine)[wm], atol=0.2)
@@ -70,7 +70,7 @@ def test_widget_fits_and_calibrates_through_worker(make_napari_viewer, qtbot, tm
     assert widget.calibration.coefficients == cal.coefficients
     with qtbot.waitSignal(widget.runner.finished, timeout=60000):
         widget.run()
-    np.testing.assert_allclose(viewer.layers["spgr MWF from QPM (%)"].data[wm], calibrated.data[wm], atol=1e-3)
+    np.testing.assert_allclose(viewer.layers["MWF from QPM (%) · spgr"].data[wm], calibrated.data[wm], atol=1e-3)
 
 
 def test_widget_refuses_bad_protocol(make_napari_viewer, qtbot):
@@ -89,4 +89,4 @@ def test_widget_refuses_bad_protocol(make_napari_viewer, qtbot):
     with qtbot.waitSignal(widget.runner.finished, timeout=60000) as blocker:
         widget.run()
     assert blocker.args == [True]
-    np.testing.assert_allclose(viewer.layers["spgr T1 (s)"].data, to_display(d["t1"], np.eye(4)), rtol=1e-4)
+    np.testing.assert_allclose(viewer.layers["T1 (s) · spgr"].data, to_display(d["t1"], np.eye(4)), rtol=1e-4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from napari.layers import Layer
 
 from napari_myelin._layers import layer_to_volume, volume_to_layer
 from napari_myelin.reconst import qsm
@@ -17,7 +18,7 @@ def test_qsm_widget_adds_layers(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     side = {"EchoTime": h.echo_times.tolist(), "MagneticFieldStrength": 3.0}
     for name, arr in (("gre_mag", h.magnitude), ("gre_phase", h.phase)):
-        viewer._add_layer_from_data(*volume_to_layer(Volume(arr, h.affine, None, dict(side)), name=name))
+        viewer.add_layer(Layer.create(*volume_to_layer(Volume(arr, h.affine, None, dict(side)), name=name)))
     widget = QSMWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.magnitude.setCurrentText("gre_mag")
@@ -30,13 +31,19 @@ def test_qsm_widget_adds_layers(make_napari_viewer, qtbot):
         widget.run_button.click()
     assert blocker.args == [True]
     names = [ly.name for ly in viewer.layers]
-    assert {"QSM field (Hz)", "QSM local field (ppm)", "chi (ppm)", "R2* (1/s)"} <= set(names)
-    chi_layer = viewer.layers["chi (ppm)"]
+    assert {f"{label} · gre_phase" for label in ("QSM field (Hz)", "QSM local field (ppm)", "chi (ppm)",
+                                                 "R2* (1/s)")} <= set(names)
+    chi_layer = viewer.layers["chi (ppm) · gre_phase"]
+    assert names[-1] == chi_layer.name and viewer.layers.selection.active is chi_layer  # on top, selected
+    assert chi_layer.visible and chi_layer.colorbar.visible and chi_layer.colormap.name == "coolwarm"
+    assert not viewer.layers["QSM field (Hz) · gre_phase"].visible  # auxiliary maps hidden
     assert chi_layer.metadata["units"] == "ppm"
     chi = layer_to_volume(chi_layer.data, chi_layer.metadata).data
     direct = qsm.fit_qsm(h.magnitude, h.phase, h.echo_times, field_strength=3.0, affine=h.affine,
                          inversion="tkd", bfr="vsharp")
-    np.testing.assert_allclose(chi, direct["chi"], atol=1e-5)
+    inside = direct["mask"] > 0
+    np.testing.assert_allclose(chi[inside], direct["chi"][inside], atol=1e-5)
+    assert np.isnan(chi[~inside]).all()  # transparent outside the mask, not 0
     np.testing.assert_allclose(chi_layer.scale, [3.0, 3.0, 3.0])
     lo, hi = chi_layer.contrast_limits
     assert lo == -hi and hi > 0

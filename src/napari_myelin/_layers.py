@@ -18,8 +18,10 @@ order and affine bit for bit.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import warnings
-from typing import Any
+from typing import Any, Iterator
 
 import nibabel as nib
 import numpy as np
@@ -118,3 +120,33 @@ def layer_to_volume(data: np.ndarray, metadata: dict, *, scale=None, translate=N
     affine[:3, 3] = spatial_translate[::-1]
     return Volume(from_display(arr, affine), affine, None, {}, None)
 
+
+
+_OBLIQUE = re.compile(r"^(?P<name>.*?): the image is oblique by (?P<deg>[0-9.]+) deg; (?P<rest>.*)$")
+
+
+@contextlib.contextmanager
+def collect_warnings() -> Iterator[list[str]]:
+    """Record the warnings raised inside the block (instead of one notification each); yields their messages."""
+    messages: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield messages
+    messages.extend(str(w.message) for w in caught)
+
+
+def group_warnings(action: str, messages: list[str]) -> str | None:
+    """One sentence for the warnings of one action (``None`` when there were none): the oblique-image warnings
+    of several maps become one, naming the maps, other messages follow once each."""
+    oblique, others = [], []
+    for message in dict.fromkeys(messages):
+        match = _OBLIQUE.match(message)
+        (oblique if match else others).append(match or message)
+    parts = []
+    if oblique:
+        names = ", ".join(m["name"] for m in oblique)
+        degrees = max(float(m["deg"]) for m in oblique)
+        what = f"the maps ({names}) are" if len(oblique) > 1 else f"{names} is"
+        parts.append(f"{what} oblique by {degrees:.1f} deg; {oblique[0]['rest']}")
+    parts.extend(others)
+    return f"{action}: " + " ".join(p if p.endswith(".") else p + "." for p in parts) if parts else None

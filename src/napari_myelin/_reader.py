@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ._layers import volume_to_layer
-from ._styles import display_style
+from ._styles import DIVERGING, display_style, robust_limits
 from napari_myelin.io.dicom import convert_dicom, has_dicom, series_volume
 from napari_myelin.io.lut import find_lut
 from napari_myelin.io.volume import is_nifti, load_volume
@@ -45,7 +45,8 @@ def results_subjects(folder) -> list[Path]:
 
 
 def read_results(path):
-    """Every native-space map of a results folder, styled (colormap, units, contrast limits), and the
+    """Every native-space map of a results folder, styled (colormap, units, robust contrast limits: the 1st-99th
+    percentiles of its non-zero voxels), and the
     tract labels with their names. Template-space maps (``space-MNI...``) are left out: they are on
     another grid; open them as files."""
     layers = []
@@ -64,6 +65,9 @@ def read_results(path):
             units = vol.metadata.get("Units", "")
             style, factor = display_style(name, units)
             data = vol.with_data(vol.data * factor if factor != 1.0 else vol.data)
+            values = np.asarray(data.data, dtype=float)
+            style["contrast_limits"] = robust_limits(values, np.isfinite(values) & (values != 0),
+                                                     diverging=name in DIVERGING)  # the maps' 0 outside the mask
             meta = {**style.pop("metadata"), "source": str(f)}
             layers.append(volume_to_layer(data, name=f"{subject.name} {name} ({space})", metadata=meta,
                                           blending="additive", visible=name in ("mwf", "imwf"), **style))

@@ -3,7 +3,9 @@
 Generated on the fly from the atlas shipped in the package (so it works from an installed wheel)
 and cached in memory for the session. Every layer keeps its acquisition's geometry: ``scale`` is
 the voxel size in mm and ``translate`` the position of the first voxel, so all layers overlay in
-world (RAS mm) coordinates; 4D series have their echo/volume/flip-angle axis first.
+world (RAS mm) coordinates; 4D series have their echo/volume/flip-angle axis first. The truth maps carry
+``metadata["truth"]`` and their ``map`` key, so the docks never take them as default inputs
+(:mod:`napari_myelin.widgets._choices`).
 """
 
 from __future__ import annotations
@@ -57,10 +59,10 @@ def phantom_layers(size: str = "full") -> list[tuple]:
             vol = ph.truth[modality][key]
             layers.append(volume_to_layer(vol.with_data(vol.data.astype(np.float32) * factor), name=name,
                                           colormap=cmap, contrast_limits=clim, visible=key == "mwf",
-                                          metadata={"units": units}))
+                                          metadata={"units": units, "map": key, "truth": True}))
         labels = ph.truth["mese"]["labels"]
         data, attrs, _ = volume_to_layer(labels.with_data(labels.data.astype(np.int32)), name="truth tracts",
-                                         layer_type="labels", opacity=0.4, visible=False)
+                                         layer_type="labels", opacity=0.4, visible=False, metadata={"truth": True})
         lut = ph.lut
         attrs["metadata"]["lut"] = lut.to_dict(orient="list")
         attrs["features"] = lut

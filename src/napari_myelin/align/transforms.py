@@ -66,6 +66,13 @@ class Registration:
     seed: int = 0
     _tmp: Any = field(default=None, repr=False)
 
+    def __getstate__(self) -> dict:
+        """Pickled state: a copy (e.g. sent back from a worker process) does not own the transforms' temporary
+        folder."""
+        state = dict(self.__dict__)
+        state["_tmp"] = None
+        return state
+
     @property
     def transforms(self) -> dict[str, list[str]]:
         """Transform file paths: ``{"forward": [...], "inverse": [...]}``."""

@@ -1,28 +1,46 @@
-"""Run a core function in a napari thread worker with a progress bar, a Cancel button and
-notifications instead of tracebacks.
+"""Run a core function in a thread worker or in a separate process, with a progress bar, a Cancel
+button and notifications instead of tracebacks; add the result's layers in stages.
 
 Core functions take ``progress(fraction, message)`` and ``cancel`` (see
-:mod:`napari_myelin.utils.progress`). :class:`Runner` passes a thread-safe progress callback (a Qt
-signal emitted from the worker thread) and a :class:`threading.Event` as ``cancel``; the Cancel
-button sets the event. Bad input (:class:`~napari_myelin.utils.errors.InputError`) becomes a
-napari error notification with its sentence; a cancel becomes an info notification.
+:mod:`napari_myelin.utils.progress`).
 
-Tests wait on :attr:`Runner.finished` (emitted once, after results were delivered or an error was
-notified) with ``qtbot.waitSignal``.
+- :meth:`Runner.start` runs the function in a napari thread worker: progress comes through a Qt
+  signal, ``cancel`` is a :class:`threading.Event` that the Cancel button sets. Fine for NumPy work,
+  which releases the GIL.
+- :meth:`Runner.start_process` runs it in a spawned process
+  (:class:`napari_myelin.utils.processes.ProcessJob`): for code that holds the GIL (ANTs through
+  antspyx, the subject pipeline), which would otherwise freeze the window. A timer polls the job's
+  queue (progress, warnings, the pickled result); Cancel ends the process after a short grace period
+  and nothing is added.
+
+The result handler ``on_result(result)`` may add everything at once, or be a generator that yields
+after each layer it adds: the runner then resumes it once per event-loop turn
+(:class:`~napari_myelin.widgets._stage.Stages`), so the window stays responsive while a dozen maps
+are added. Bad input (:class:`~napari_myelin.utils.errors.InputError`, raised by the function or by
+the handler) becomes a napari error notification with its sentence; a cancel an info notification.
+
+Tests wait on :attr:`Runner.finished` (emitted once, after every stage of the handler ran or an error
+was notified) with ``qtbot.waitSignal``.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any, Callable
 
 from napari.qt.threading import create_worker
-from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QObject, Signal
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QObject, QTimer, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from napari_myelin.utils.errors import InputError
+from napari_myelin.utils.processes import ProcessJob
 from napari_myelin.utils.progress import Cancelled
+from ._stage import Stages
+
+#: Milliseconds between two polls of a process job's queue.
+POLL_MS = 40
 
 
 class _Relay(QObject):
@@ -35,7 +53,7 @@ class Runner(QWidget):
     Signals
     -------
     finished : Signal(bool)
-        Emitted when a job ended; ``True`` if it produced a result.
+        Emitted when a job ended; ``True`` if it produced a result and its layers were added.
     """
 
     finished = Signal(bool)
@@ -59,51 +77,113 @@ class Runner(QWidget):
         self._relay = _Relay()
         self._relay.progressed.connect(self._on_progress)
         self._cancel = threading.Event()
+        self._timer = QTimer(self)
+        self._timer.setInterval(POLL_MS)
+        self._timer.timeout.connect(self._poll)
+        self._stages: Stages | None = None
+        self._ok = False
         self.worker = None
+        self.job: ProcessJob | None = None
         self.error: BaseException | None = None
 
     @property
     def running(self) -> bool:
-        return self.worker is not None
+        """True from the start of a job until :attr:`finished` is emitted."""
+        return self.worker is not None or self.job is not None or self._stages is not None
 
-    def start(self, func: Callable[..., Any], on_result: Callable[[Any], None], /, **kwargs: Any):
-        """Run ``func(**kwargs, progress=..., cancel=...)`` in a thread; ``on_result`` gets its return value."""
+    def _begin(self) -> bool:
         if self.running:
             show_info("A computation is already running; wait for it or press Cancel.")
-            return None
-        self._cancel = threading.Event()
+            return False
         self.error = None
-        kwargs.setdefault("progress", self._relay.progressed.emit)
-        kwargs.setdefault("cancel", self._cancel)
-        worker = create_worker(func, **kwargs, _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(lambda result: self._on_returned(on_result, result))
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
         self._ok = False
         self.bar.setValue(0)
         self.status.setText("starting ...")
         self.cancel_button.setEnabled(True)
+        return True
+
+    def start(self, func: Callable[..., Any], on_result: Callable[[Any], Any], /, **kwargs: Any):
+        """Run ``func(**kwargs, progress=..., cancel=...)`` in a thread; ``on_result`` gets its return value."""
+        if not self._begin():
+            return None
+        self._cancel = threading.Event()
+        kwargs.setdefault("progress", self._relay.progressed.emit)
+        kwargs.setdefault("cancel", self._cancel)
+        worker = create_worker(func, **kwargs, _start_thread=False, _ignore_errors=True)
+        worker.returned.connect(lambda result: self._deliver(on_result, result))
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_worker_finished)
+        self.worker = worker
         worker.start()
         return worker
 
+    def start_process(self, func: Callable[..., Any], on_result: Callable[[Any], Any], /, **kwargs: Any):
+        """Run ``func(**kwargs, progress=..., cancel=...)`` in a separate process (``func`` importable by a fresh
+        interpreter, arguments and result picklable); ``on_result`` gets its return value. Returns the
+        :class:`~napari_myelin.utils.processes.ProcessJob`."""
+        if not self._begin():
+            return None
+        self.status.setText("starting a worker process ...")
+        self._on_result = on_result
+        self.job = ProcessJob(func, kwargs)
+        self._timer.start()
+        return self.job
+
     def cancel(self) -> None:
+        """Stop the running job (a process job is ended if it does not stop by itself)."""
         self._cancel.set()
+        if self.job is not None:
+            self.job.cancel()
         self.status.setText("cancelling ...")
+
+    def _poll(self) -> None:
+        job = self.job
+        if job is None:
+            self._timer.stop()
+            return
+        for kind, *rest in job.poll():
+            if kind == "progress":
+                self._on_progress(*rest)
+            elif kind == "warning":
+                show_warning(rest[1])
+            elif kind == "result":
+                self._end_job()
+                self._deliver(self._on_result, rest[0])
+            elif kind == "error":
+                exc, text = rest
+                if text and not isinstance(exc, (InputError, Cancelled)):
+                    print(text, file=sys.stderr)
+                self._end_job()
+                self._on_error(exc)
+                self._finish()
+
+    def _end_job(self) -> None:
+        self._timer.stop()
+        self.job = None
 
     def _on_progress(self, fraction: float, message: str) -> None:
         self.bar.setValue(int(round(1000 * fraction)))
         self.status.setText(message)
 
-    def _on_returned(self, on_result: Callable[[Any], None], result: Any) -> None:
-        try:
-            on_result(result)
-        except InputError as exc:
+    def _deliver(self, on_result: Callable[[Any], Any], result: Any) -> None:
+        """Run the result handler; a generator handler is resumed once per event-loop turn."""
+        self.cancel_button.setEnabled(False)
+        self.status.setText("adding layers ...")
+        self._stages = Stages(on_result, result, self._staged)
+        self._stages.start()
+
+    def _staged(self, exc: BaseException | None) -> None:
+        self._stages = None
+        if exc is None:
+            self._ok = True
+            self.bar.setValue(1000)
+            self.status.setText("done")
+        elif isinstance(exc, InputError):
             self._on_error(exc)
-            return
-        self._ok = True
-        self.bar.setValue(1000)
-        self.status.setText("done")
+        else:
+            self._on_error(exc)
+            print(f"napari-myelin: {type(exc).__name__} while adding layers: {exc}", file=sys.stderr)
+        self._finish()
 
     def refuse(self, exc: BaseException) -> None:
         """Report an error (e.g. input refused before a job started) as the end of a job would."""
@@ -121,7 +201,13 @@ class Runner(QWidget):
             self.status.setText(f"internal error: {exc}")
             show_error(f"Internal error ({type(exc).__name__}: {exc}); please report it.")
 
-    def _on_finished(self) -> None:
+    def _on_worker_finished(self) -> None:
         self.worker = None
+        self._finish()
+
+    def _finish(self) -> None:
+        """Emit :attr:`finished` once the worker (or process) and every stage of the handler are done."""
+        if self.worker is not None or self.job is not None or self._stages is not None:
+            return
         self.cancel_button.setEnabled(False)
         self.finished.emit(self._ok)

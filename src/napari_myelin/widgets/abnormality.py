@@ -19,10 +19,11 @@ from magicgui.widgets import Container, FileEdit, FloatSpinBox, LineEdit, PushBu
 from napari.layers import Layer
 from qtpy.QtWidgets import QTableWidget, QTableWidgetItem
 
-from .._layers import META_KEY, volume_to_layer
+from .._layers import META_KEY, collect_warnings, volume_to_layer
 from napari_myelin.utils.errors import InputError
 from napari_myelin.workflows.abnormality import abnormality_map
 from ._base import ActionDock
+from ._display import notify_warnings
 
 #: Columns of the flagged-tract table.
 TRACT_COLUMNS = ("label", "name", "abnormal_mm3", "fraction", "mean_score")
@@ -81,25 +82,34 @@ class AbnormalityWidget(ActionDock):
         except InputError as exc:
             self.runner.refuse(exc)
             return None
-        return self.runner.start(abnormality_map, self._done, results=results, normative=model,
-                                 covariates=covariates, alpha=float(self.alpha.value))
+        # in a worker process: the saved ANTs transforms are applied there (ANTs holds the GIL)
+        return self.runner.start_process(abnormality_map, self._done, results=results, normative=model,
+                                         covariates=covariates, alpha=float(self.alpha.value))
 
     def _add(self, result, arr, name: str, **kwargs):
-        data, attrs, kind = volume_to_layer(result.reference.with_data(arr), name=name, **kwargs)
+        with collect_warnings() as caught:  # grouped into one notification by _done
+            data, attrs, kind = volume_to_layer(result.reference.with_data(arr), name=name, **kwargs)
+        self._messages.extend(caught)
         if attrs["name"] in self.viewer.layers:
             self.viewer.layers.remove(attrs["name"])
         return self.viewer.add_layer(Layer.create(data, attrs, kind))
 
-    def _done(self, result) -> None:
+    def _done(self, result):
         self.result = result
+        self._messages: list[str] = []
         prefix = "SYNTHETIC " if result.model_label.startswith("SYNTHETIC") else ""
         for name, z in {**result.z, "abnormality": result.score}.items():
             layer = self._add(result, np.asarray(z, np.float32), f"{prefix}z {name}" if name != "abnormality"
                               else f"{prefix}abnormality", colormap="bwr", contrast_limits=Z_LIMITS,
-                              metadata={"units": "z", "normative_model": result.model_label})
+                              metadata={"units": "z", "map": "z" if name != "abnormality" else "abnormality",
+                                        "normative_model": result.model_label})
             layer.colorbar.visible = True
             layer.visible = name == "abnormality"
+            yield  # one layer per event-loop turn
         self._add(result, result.abnormal.astype(np.int32), f"{prefix}abnormal WM", layer_type="labels")
+        self.viewer.layers.selection.active = layer  # the abnormality score
+        notify_warnings("NAWM abnormality", self._messages)
+        yield
         flagged = result.tracts[result.tracts["abnormal_voxels"] > 0].sort_values("abnormal_mm3", ascending=False)
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(flagged))

@@ -16,19 +16,16 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, LineEdit, PushBu
 from napari.utils.notifications import show_info
 
 from napari_myelin.utils.errors import InputError
-from napari_myelin.workflows.chisep import chi_separation, r2_on_gre, spin_echo_r2
 from ._base import ActionDock, layer_volume, mask_on_grid, parse_floats, volume_layers
+from ._choices import RoleChoices, require
+from ._display import add_maps_in_stages
+from ._jobs import check_overlap, chi_separation_from_r2
 
 AUTO = "from the layer"
 
-#: Layers added after a run: map name -> (label, colormap, contrast limits).
-DISPLAY = {
-    "chi_para": ("chi_para (ppm)", "inferno", (0.0, 0.15)),
-    "chi_dia": ("chi_dia (ppm)", "viridis", (0.0, 0.08)),
-    "r2prime": ("R2' (1/s)", "magma", (0.0, 20.0)),
-    "r2star": ("R2* (1/s)", "magma", (0.0, 50.0)),
-    "chi": ("chi (ppm)", "coolwarm", (-0.15, 0.15)),
-}
+#: Maps added after a run (labels, colormaps: :data:`napari_myelin._styles.MAP_LABELS`); chi_para, the last, is
+#: the primary (on top, visible).
+DISPLAY = ("chi_dia", "r2prime", "r2star", "chi", "chi_para")
 
 
 class ChiSepWidget(ActionDock):
@@ -49,6 +46,10 @@ class ChiSepWidget(ActionDock):
         self.run_button.changed.connect(self.run)
         self.form = Container(widgets=[self.magnitude, self.phase, self.r2, self.r2_units, self.te, self.b0,
                                        self.dr, self.mask, self.run_button])
+        self.roles = RoleChoices(self.viewer)
+        self.roles.bind(self.magnitude, "gre_magnitude")
+        self.roles.bind(self.phase, "gre_phase")
+        self.roles.bind(self.r2, "r2")
         self._assemble(self.form)
 
     # ------------------------------------------------------------------ choices
@@ -63,27 +64,30 @@ class ChiSepWidget(ActionDock):
 
     # ------------------------------------------------------------------ run
     def _r2(self, gre):
-        """R2 (1/s) of the chosen layer on the GRE grid."""
+        """The chosen R2 / T2 / spin-echo volume, its name and units (the worker makes it R2 on the GRE grid)."""
         layer = self.r2.value
         if layer is None:
             raise InputError("R2: open an R2 map, a T2 map or the multi-echo spin echo, and choose it.")
+        require(layer, "r2", "R2 / T2 / spin echo")
         vol = layer_volume(layer)
         units = None if self.r2_units.value == AUTO else self.r2_units.value
         if units is None and "Units" not in vol.metadata:
             units = (layer.metadata or {}).get("units")  # maps made by the other docks
-        r2 = spin_echo_r2(vol, name=layer.name, units=units)
-        if r2.shape[:3] != gre.shape[:3] or not np.allclose(r2.affine, gre.affine, atol=1e-3):
+        if vol.shape[:3] != gre.shape[:3] or not np.allclose(vol.affine, gre.affine, atol=1e-3):
+            check_overlap(vol, gre, layer.name)  # refused now; the R2 itself is computed in the worker
             show_info(f"{layer.name}: on another grid than the GRE; resampled to it by world coordinates.")
-        return r2_on_gre(r2, gre, name=layer.name)
+        return {"r2": vol, "r2_name": layer.name, "r2_units": units}
 
     def _inputs(self) -> dict:
         if self.magnitude.value is None or self.phase.value is None:
             raise InputError("χ-separation: open the 4D GRE magnitude and phase, and choose them.")
+        require(self.magnitude.value, "gre_magnitude", "GRE magnitude")
+        require(self.phase.value, "gre_phase", "GRE phase")
         mag, ph = layer_volume(self.magnitude.value), layer_volume(self.phase.value)
         te = parse_floats(self.te.value, "echo times") or ph.metadata.get("EchoTime") or mag.metadata.get("EchoTime")
         b0 = self.b0.value or ph.metadata.get("MagneticFieldStrength") or mag.metadata.get("MagneticFieldStrength")
         mask = None if self.mask.value is None else mask_on_grid(self.mask.value, ph, "GRE")
-        return dict(magnitude=mag.data, phase=ph.data, echo_times=te, r2=self._r2(ph), field_strength=b0,
+        return dict(magnitude=mag.data, phase=ph.data, echo_times=te, **self._r2(ph), field_strength=b0,
                     affine=ph.affine, mask=mask, relaxometric_constant=self.dr.value or None)
 
     def run(self, _value=None):
@@ -95,10 +99,14 @@ class ChiSepWidget(ActionDock):
             return None
         self._volume = layer_volume(self.phase.value)
         self._name = self.phase.value.name
-        return self.runner.start(chi_separation, self._add_layers, **kwargs)
+        return self.runner.start_process(chi_separation_from_r2, self._add_layers, **kwargs)
 
-    def _add_layers(self, maps) -> None:
+    def _add_layers(self, maps):
+        """Add the maps (chi_para on top), one per event-loop turn."""
         self.maps = maps
-        for key, (label, cmap, limits) in DISPLAY.items():
-            self.show_map(self._volume, maps[key], f"{self._name} {label}", cmap, limits,
-                          {"units": maps.units[key], "description": maps.descriptions[key], "method": maps.method})
+        layers = yield from add_maps_in_stages(
+            self.viewer, self._volume, {key: maps[key] for key in DISPLAY}, primary="chi_para", source=self._name,
+            units=maps.units, mask=np.asarray(maps["mask"]) > 0, action="chi-separation",
+            metadata={"method": maps.method}, show=self.show_map)
+        for key, layer in layers.items():
+            layer.metadata["description"] = maps.descriptions[key]

@@ -9,15 +9,17 @@ from dataclasses import dataclass
 
 import pandas as pd
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, PushButton, SpinBox
-from napari.layers import Layer
+from napari.layers import Image, Layer
 from qtpy.QtCore import QAbstractTableModel, QObject, Qt, Signal
 from qtpy.QtWidgets import QLabel, QTableView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
+from .._layers import collect_warnings
 from .._reader import read_results
 from napari_myelin.utils.errors import InputError
 from napari_myelin.workflows.cohort import run_cohort
 from napari_myelin.workflows.cohort_cluster import PRESETS
 from napari_myelin.workflows.pipeline import STEPS
+from ._display import notify_warnings
 from ._runner import Runner
 
 #: Columns of the per-subject table.
@@ -169,9 +171,14 @@ class CohortWidget(QWidget):
         except InputError as exc:
             self.runner.refuse(exc)
             return []
-        layers = [Layer.create(data, attrs, kind) for data, attrs, kind in read_results(self.result.out_dir / subject)]
+        with collect_warnings() as messages:  # one notification for the whole subject (e.g. oblique maps)
+            layers = [Layer.create(data, attrs, kind)
+                      for data, attrs, kind in read_results(self.result.out_dir / subject)]
         for layer in layers:
             self.viewer.add_layer(layer)
+            if isinstance(layer, Image):
+                layer.colorbar.visible = True  # napari's colorbar overlay; units are in the name
+        notify_warnings(f"Cohort: {subject}", messages)
         return layers
 
     def open_group_table(self, _value=None) -> QTableView | None:

@@ -12,24 +12,21 @@ from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, PushButton
-from napari.layers import Image, Labels, Layer
+from napari.layers import Image, Labels
 
-from .._layers import display_geometry, to_display, volume_to_layer
+from .._layers import display_geometry, to_display
 from napari_myelin.reconst.dki import fit_dki
 from napari_myelin.utils.errors import InputError
 from napari_myelin.io.volume import read_bval_bvec
 from ._base import ActionDock, layer_volume, mask_on_grid, volume_layers
+from ._choices import RoleChoices, require
+from ._display import add_maps_in_stages
 
 AUTOMATIC = "automatic (median Otsu)"
 
-#: Layers added after a fit: map name -> (label, colormap, contrast limits).
-DISPLAY = {
-    "fa": ("FA", "gray", (0.0, 1.0)),
-    "md": ("MD", "magma", (0.0, 3e-3)),
-    "mk": ("MK", "inferno", (0.0, 2.0)),
-    "ak": ("AK", "inferno", (0.0, 2.0)),
-    "rk": ("RK", "inferno", (0.0, 3.0)),
-}
+#: Maps added after a fit (labels, colormaps: :data:`napari_myelin._styles.MAP_LABELS`); MK, the last, is the
+#: primary (on top, visible), the others and the colour FA are added hidden.
+DISPLAY = ("fa", "md", "ak", "rk", "mk")
 
 
 class DKIWidget(ActionDock):
@@ -48,6 +45,8 @@ class DKIWidget(ActionDock):
         self.fit_button.changed.connect(self.run)
         self.form = Container(widgets=[self.dwi, self.mask, self.bval, self.bvec, self.method,
                                        self.denoise, self.degibbs, self.fit_button])
+        self.roles = RoleChoices(self.viewer)
+        self.roles.bind(self.dwi, "dwi")
         self._assemble(self.form)
 
     # ------------------------------------------------------------------ choices
@@ -79,6 +78,7 @@ class DKIWidget(ActionDock):
         try:
             if layer is None:
                 raise InputError("DKI: no 4D image layer is open; open a DWI (with its .bval/.bvec) first.")
+            require(layer, "dwi", "DWI")
             vol = layer_volume(layer)
             bvals, bvecs = self._table(vol)
             mask = None if self.mask.value is None else mask_on_grid(self.mask.value, vol, "DWI")
@@ -87,24 +87,26 @@ class DKIWidget(ActionDock):
             return None
         self._volume = vol
         self._name = layer.name
-        return self.runner.start(
+        return self.runner.start_process(
             fit_dki, self._add_layers,
             dwi=vol.data, bvals=bvals, bvecs=bvecs, mask=mask, method=self.method.value,
             denoise=self.denoise.value, degibbs=self.degibbs.value, affine=vol.affine,
         )
 
-    def _add_layers(self, maps) -> None:
+    def _add_layers(self, maps):
+        """Add the colour FA and the maps (MK on top), one per event-loop turn."""
         vol = self._volume
-        for key, (label, cmap, limits) in DISPLAY.items():
-            data, attrs, kind = volume_to_layer(
-                vol.with_data(maps[key].astype(np.float32)), name=f"{self._name} {label}", colormap=cmap,
-                contrast_limits=limits, metadata={"units": maps.units[key], "method": maps.method,
-                                                  "parameters": maps.parameters},
-            )
-            self.viewer.add_layer(Layer.create(data, attrs, kind))
         rgb = np.stack([to_display(maps["fa_rgb"][..., c], vol.affine) for c in range(3)], axis=-1)
         scale, translate = display_geometry(vol.affine, vol.shape)
+        name = f"colour FA · {self._name}"
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
         self.viewer.add_image(
-            rgb.astype(np.float32), rgb=True, name=f"{self._name} colour FA", scale=scale, translate=translate,
+            rgb.astype(np.float32), rgb=True, name=name, scale=scale, translate=translate, visible=False,
             contrast_limits=(0.0, 1.0), metadata={"units": "fraction", "colour_axes": maps.parameters["colour_axes"]},
         )
+        yield
+        yield from add_maps_in_stages(
+            self.viewer, vol, {key: maps[key] for key in DISPLAY}, primary="mk", source=self._name,
+            units=maps.units, mask=np.asarray(maps["mask"]) > 0, action="DKI fit",
+            metadata={"method": maps.method, "parameters": maps.parameters}, show=self.show_map)

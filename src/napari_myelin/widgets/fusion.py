@@ -1,4 +1,5 @@
-"""Dock widget "Integrated myelin map (CNN)": MWF, FA, MK, QPM (and QSM) layers in, iMWF (%) + uncertainty out.
+"""Dock widget "Integrated myelin map (CNN)": MWF, FA, MK, QPM (and QSM, MTsat, chi_dia) layers in, iMWF (%) +
+uncertainty out.
 
 The computation is :func:`napari_myelin.fusion.inference.fuse`, run in a thread worker by
 :class:`~napari_myelin.widgets._runner.Runner` (progress bar + Cancel). Layers are turned back into their
@@ -12,22 +13,27 @@ from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, PushButton, SpinBox
-from napari.layers import Image, Labels, Layer
+from napari.layers import Image, Labels
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from .._layers import volume_to_layer
 from napari_myelin.utils.errors import InputError
 from napari_myelin.fusion.card import CHANNELS, OPTIONAL_CHANNELS
 from napari_myelin.fusion.inference import fuse
 from napari_myelin.fusion.inputs import check_grids
 from ._base import layer_volume
+from ._choices import RoleChoices, require
+from ._display import add_maps_in_stages
 from ._runner import Runner
 
 NONE = "none"
+CHOOSE = "(choose a map)"
 SHIPPED = "shipped (phantom-trained)"
-LABELS = {"mwf": "MWF", "fa": "FA", "mk": "MK", "qpm": "QPM myelin", "qsm": "QSM (optional)"}
-#: Substrings of layer names used to preselect each channel.
-HINTS = {"mwf": ("mwf",), "fa": ("fa",), "mk": ("mk",), "qpm": ("qpm",), "qsm": ("qsm", "chi")}
+LABELS = {"mwf": "MWF", "fa": "FA", "mk": "MK", "qpm": "QPM myelin", "qsm": "QSM (optional)",
+          "mtsat": "MTsat (optional)", "chi_dia": "chi_dia (optional)"}
+#: Role of each channel (:mod:`napari_myelin.widgets._choices`): preselected by the layers' metadata (never a
+#: truth layer; chi-separation maps are not the QSM), keeping the user's choices.
+ROLES = {"mwf": "mwf", "fa": "fa", "mk": "mk", "qpm": "qpm_myelin", "qsm": "qsm", "mtsat": "mtsat",
+         "chi_dia": "chi_dia"}
 
 
 class FusionWidget(QWidget):
@@ -51,6 +57,9 @@ class FusionWidget(QWidget):
         layout.addWidget(self.form.native)
         layout.addWidget(self.runner)
         layout.addStretch(1)
+        self.roles = RoleChoices(self.viewer)
+        for c, box in self.inputs.items():
+            self.roles.bind(box, ROLES[c], optional=c in OPTIONAL_CHANNELS)
         self.viewer.layers.events.inserted.connect(self._refresh)
         self.viewer.layers.events.removed.connect(self._refresh)
         self._refresh()
@@ -60,10 +69,13 @@ class FusionWidget(QWidget):
         return [layer for layer in self.viewer.layers if isinstance(layer, Image) and layer.ndim == 3 and not layer.rgb]
 
     def _choices(self, _widget=None):
+        return [(CHOOSE, None)] + self._layer_choices()
+
+    def _layer_choices(self):
         return [(layer.name, layer) for layer in self._images()]
 
     def _optional_choices(self, _widget=None):
-        return [(NONE, None)] + self._choices()
+        return [(NONE, None)] + self._layer_choices()
 
     def _mask_choices(self, _widget=None):
         return [("automatic (FA > 0)", None)] + [
@@ -71,14 +83,9 @@ class FusionWidget(QWidget):
         ]
 
     def _refresh(self, _event=None) -> None:
-        for c, box in self.inputs.items():
+        """Re-read the choices; each input keeps the user's choice, else takes the map of its kind."""
+        for box in self.inputs.values():
             box.reset_choices()
-            for layer in self._images():
-                name = layer.name.lower().replace("-", "_")
-                tokens = set(name.replace(" ", "_").split("_"))
-                if any(h in tokens for h in HINTS[c]):
-                    box.value = layer
-                    break
         self.mask.reset_choices()
 
     def _weights_path(self):
@@ -97,6 +104,8 @@ class FusionWidget(QWidget):
                 raise InputError(f"fusion: no layer chosen for {', '.join(missing)}; open the maps and pick them.")
             if len({id(v) for v in layers.values()}) != len(layers):
                 raise InputError("fusion: the same layer is chosen for two inputs; pick one map per input.")
+            for c, layer in layers.items():
+                require(layer, ROLES[c], LABELS[c])
             vols = {c: layer_volume(l)
                     for c, l in layers.items()}
             check_grids({layers[c].name: v for c, v in vols.items()})
@@ -113,21 +122,21 @@ class FusionWidget(QWidget):
             self.runner.refuse(exc)
             return None
         self._volume = vols["mwf"]
-        self._name = layers["mwf"].name
-        return self.runner.start(
+        self._name = layers["mwf"].name.split(" · ", 1)[-1]
+        fa = np.asarray(vols["fa"].data, dtype=float)
+        self._mask = (np.isfinite(fa) & (fa > 0)) if mask is None else mask
+        # in a worker process: the network's Python glue and the GC pauses of a busy session stay off the window
+        return self.runner.start_process(
             fuse, self._add_layers,
             **{c: (vols[c].data if c in vols else None) for c in CHANNELS},
             weights=self._weights_path(), mask=mask, voxel_size_mm=vols["mwf"].zooms, units=units,
             n_samples=int(self.samples.value),
         )
 
-    def _add_layers(self, maps) -> None:
-        vol = self._volume
-        display = {"imwf": ("integrated MWF (CNN)", "magma", (0.0, 30.0)),
-                   "imwf_sd": ("integrated MWF uncertainty", "viridis", (0.0, 5.0))}
-        for key, (label, cmap, limits) in display.items():
-            data, attrs, kind = volume_to_layer(
-                vol.with_data(maps[key].astype(np.float32)), name=label, colormap=cmap, contrast_limits=limits,
-                metadata={"units": maps.units[key], "method": maps.method, "parameters": maps.parameters},
-            )
-            self.viewer.add_layer(Layer.create(data, attrs, kind))
+    def _add_layers(self, maps):
+        """Add the integrated MWF (on top) and its uncertainty (hidden), one per event-loop turn."""
+        yield from add_maps_in_stages(
+            self.viewer, self._volume, {"imwf_sd": maps["imwf_sd"], "imwf": maps["imwf"]}, primary="imwf",
+            source=self._name, units=maps.units, mask=self._mask, action="Integrated MWF",
+            labels={"imwf": "integrated MWF (CNN, %)", "imwf_sd": "integrated MWF uncertainty (SD, %)"},
+            metadata={"method": maps.method, "parameters": maps.parameters})

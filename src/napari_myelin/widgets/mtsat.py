@@ -22,16 +22,14 @@ from napari_myelin.io.resample import b1_on_grid
 from napari_myelin.reconst import mtsat
 from napari_myelin.utils.errors import InputError
 from ._base import ActionDock, layer_volume, mask_on_grid, parse_floats, volume_layers
+from ._choices import RoleChoices, require
+from ._display import add_maps_in_stages
 
 NONE = "none"
 
-#: Layers added after a fit: map name -> (label, colormap, contrast limits; None: automatic).
-DISPLAY = {
-    "mtsat": ("MTsat (p.u.)", "magma", (0.0, 5.0)),
-    "mtr": ("MTR (%)", "viridis", (0.0, 60.0)),
-    "t1": ("T1 (s)", "magma", (0.0, 4.0)),
-    "a": ("amplitude", "gray", None),
-}
+#: Maps added after a fit (labels, colormaps: :data:`napari_myelin._styles.MAP_LABELS`); MTsat, the last, is the
+#: primary (on top, visible).
+DISPLAY = ("mtr", "t1", "a", "mtsat")
 
 
 class MTsatWidget(ActionDock):
@@ -57,6 +55,10 @@ class MTsatWidget(ActionDock):
         self.fit_button.changed.connect(self.run)
         self.form = Container(widgets=[self.mtw, self.pdw, self.t1w, self.b1, self.mask, self.flip_angles, self.tr,
                                        self.b1_correction, self.exact, self.fit_button])
+        self.roles = RoleChoices(self.viewer)
+        for combo in (self.mtw, self.pdw, self.t1w):
+            self.roles.bind(combo, "mts")  # never a B1 map, a computed map or a truth layer by default
+        self.roles.bind(self.b1, "b1", optional=True)
         self._assemble(self.form)
 
     # ------------------------------------------------------------------ choices
@@ -95,6 +97,8 @@ class MTsatWidget(ActionDock):
             raise InputError("MTsat: open the MT-, PD- and T1-weighted volumes first (three 3D image layers).")
         if len(set(map(id, layers))) < 3:
             raise InputError("MTsat: the MT-, PD- and T1-weighted choices must be three different layers.")
+        for layer, what in zip(layers, ("MT-weighted", "PD-weighted", "T1-weighted")):
+            require(layer, "mts", what)
         vols = [layer_volume(layer) for layer in layers]
         for layer, vol in zip(layers[1:], vols[1:]):
             if vol.shape != vols[0].shape or not np.allclose(vol.affine, vols[0].affine, atol=1e-4):
@@ -105,6 +109,7 @@ class MTsatWidget(ActionDock):
                                     repetition_times=parse_floats(self.tr.value, "TR"))
         b1 = None
         if self.b1.value is not None:
+            require(self.b1.value, "b1", "B1 map")
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 b1 = b1_on_grid(layer_volume(self.b1.value), vols[0])
@@ -124,12 +129,16 @@ class MTsatWidget(ActionDock):
             return None
         self._volume = vols[0]
         self._name = self.mtw.value.name
-        return self.runner.start(mtsat.fit_mtsat, self._add_layers, mtw=vols[0].data, pdw=vols[1].data,
-                                 t1w=vols[2].data, **kwargs)
+        signal = np.all([np.isfinite(v.data) & (np.asarray(v.data) > 0) for v in vols], axis=0)
+        self._fit_mask = signal if kwargs["mask"] is None else signal & kwargs["mask"]
+        return self.runner.start_process(mtsat.fit_mtsat, self._add_layers, mtw=vols[0].data, pdw=vols[1].data,
+                                         t1w=vols[2].data, **kwargs)
 
-    def _add_layers(self, maps) -> None:
+    def _add_layers(self, maps):
+        """Add the maps (MTsat on top), one per event-loop turn."""
         self.maps = maps
-        for key, (label, cmap, limits) in DISPLAY.items():
-            self.show_map(self._volume, maps[key], f"{self._name} {label}", cmap, limits,
-                          {"units": maps.units[key], "method": maps.method, "parameters": maps.parameters})
+        yield from add_maps_in_stages(
+            self.viewer, self._volume, {key: maps[key] for key in DISPLAY}, primary="mtsat", source=self._name,
+            units=maps.units, mask=self._fit_mask, action="MTsat fit",
+            metadata={"method": maps.method, "parameters": maps.parameters}, show=self.show_map)
         self._refresh()

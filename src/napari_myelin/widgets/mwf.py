@@ -21,15 +21,11 @@ from .._layers import to_display
 from napari_myelin.reconst import mwf
 from napari_myelin.utils.errors import InputError
 from ._base import ActionDock, layer_volume, mask_on_grid, volume_layers
+from ._choices import RoleChoices, require
+from ._display import add_maps_in_stages
 
-#: Layers added after a fit: map name -> (label, colormap, contrast limits).
-DISPLAY = {
-    "mwf": ("MWF (%)", "turbo", (0.0, 30.0)),
-    "iewf": ("IEWF (%)", "viridis", (50.0, 100.0)),
-    "gmt2": ("geometric-mean T2 (s)", "magma", (0.0, 0.15)),
-    "alpha": ("refocusing angle (deg)", "twilight_shifted", (120.0, 180.0)),
-    "snr": ("SNR", "gray", (0.0, 400.0)),
-}
+#: Maps added after a fit (labels, colormaps: :data:`napari_myelin._styles.MAP_LABELS`); MWF is the primary.
+DISPLAY = ("iewf", "gmt2", "alpha", "snr", "mwf")
 
 
 def _pair(text: str, what: str, scale: float = 1e-3):
@@ -67,6 +63,8 @@ class MWFWidget(ActionDock):
         self.info = Label(value="click a voxel after the fit to see its T2 distribution")
         self.form = Container(widgets=[self.series, self.mask, self.te, self.reg, self.chi2, self.noise, self.n_t2,
                                        self.t2_range, self.sp_window, self.mp_window, self.flip, self.fit_button])
+        self.roles = RoleChoices(self.viewer)
+        self.roles.bind(self.series, "mese")
         self.figure = Figure(figsize=(3.5, 4.0), tight_layout=True)
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.ax_dist = self.figure.add_subplot(211)
@@ -113,6 +111,7 @@ class MWFWidget(ActionDock):
         try:
             if layer is None:
                 raise InputError("MWF: no 4D image layer is open; open the multi-echo spin-echo series first.")
+            require(layer, "mese", "multi-echo series")
             vol = layer_volume(layer)
             n = vol.shape[3]
             try:
@@ -129,6 +128,7 @@ class MWFWidget(ActionDock):
                 mask = mask_on_grid(self.mask.value, vol, "multi-echo series")
             flip = None
             if self.flip.value is not None:
+                require(self.flip.value, "b1", "refocusing angle")
                 bvol = layer_volume(self.flip.value)
                 if bvol.shape != vol.shape[:3]:
                     raise InputError(f"{self.flip.value.name}: its grid {bvol.shape} differs from the series "
@@ -147,17 +147,16 @@ class MWFWidget(ActionDock):
         self._name = layer.name
         self._layer = layer
         self._te = te
-        return self.runner.start(mwf.myelin_water, self._add_layers, signal=vol.data, echo_times=te, **kwargs)
+        return self.runner.start_process(mwf.myelin_water, self._add_layers, signal=vol.data, echo_times=te, **kwargs)
 
-    def _add_map(self, key, arr, units, name=None):
-        label, cmap, limits = DISPLAY[key]
-        return self.show_map(self._volume, arr, name or f"{self._name} {label}", cmap, limits,
-                             {"units": units, "method": self.maps.method, "parameters": self.maps.parameters})
-
-    def _add_layers(self, maps) -> None:
+    def _add_layers(self, maps):
+        """Add the maps one per event-loop turn (a generator, see :mod:`napari_myelin.widgets._stage`)."""
         self.maps = mwf.to_percent(maps)
-        for key in DISPLAY:
-            self._add_map(key, self.maps[key], self.maps.units[key])
+        yield from add_maps_in_stages(
+            self.viewer, self._volume, {key: self.maps[key] for key in DISPLAY}, primary="mwf",
+            source=self._name, units=self.maps.units, mask=np.isfinite(np.asarray(self.maps["mwf"])),
+            action="MWF fit", metadata={"method": self.maps.method, "parameters": self.maps.parameters},
+            show=self.show_map)
         # display-order copies for the voxel plot
         affine = self._volume.affine
         self._dist_display = to_display(np.asarray(maps["distribution"]), affine)  # (nT2, z, y, x)
@@ -173,6 +172,11 @@ class MWFWidget(ActionDock):
             return
         coords = np.round(self._layer.world_to_data(event.position)).astype(int)
         self.show_voxel(tuple(coords[-3:]))
+
+    def _world_text(self, z: int, y: int, x: int) -> str:
+        """The voxel's world position as the status bar shows it: RAS mm, (x, y, z)."""
+        world = np.asarray(self._layer.data_to_world((0, z, y, x)), dtype=float)[-3:]
+        return "voxel at ({:.1f}, {:.1f}, {:.1f}) mm".format(*world[::-1])
 
     def show_voxel(self, zyx) -> bool:
         """Plot the T2 distribution and the measured vs fitted decay at display index ``(z, y, x)``."""
@@ -198,12 +202,13 @@ class MWFWidget(ActionDock):
         self.ax_dist.semilogx(t2 * 1000, dist, "o-", ms=3)
         self.ax_dist.axvspan(sp[0] * 1000, sp[1] * 1000, color="tab:orange", alpha=0.2, label="SPWin")
         mwf_pct = self.voxel_mwf = float(np.sum(dist[(t2 >= sp[0]) & (t2 <= sp[1])]) / np.sum(dist) * 100)
-        self.ax_dist.set_title(f"voxel ({z}, {y}, {x}): MWF {mwf_pct:.1f} %, alpha {alpha:.1f} deg", fontsize=8)
+        self.ax_dist.set_title(f"{self._world_text(z, y, x)}: MWF {mwf_pct:.1f} %, alpha {alpha:.1f} deg", fontsize=8)
         self.ax_dist.set_xlabel("T2 (ms)", fontsize=8)
-        self.ax_dist.set_ylabel("amplitude", fontsize=8)
+        self.ax_dist.set_ylabel("amplitude (a.u.)", fontsize=8)
         self.ax_decay.plot(te * 1000, measured, "k.", label="measured")
         self.ax_decay.plot(te * 1000, self.fitted_decay, "r-", label="fitted")
-        self.ax_decay.set_xlabel("echo time (ms)", fontsize=8)
+        self.ax_decay.set_xlabel("echo time TE (ms)", fontsize=8)
+        self.ax_decay.set_ylabel("signal (a.u.)", fontsize=8)
         self.ax_decay.legend(fontsize=7)
         for ax in (self.ax_dist, self.ax_decay):
             ax.tick_params(labelsize=7)

@@ -26,18 +26,18 @@ from napari_myelin.reconst import qpm
 from napari_myelin.io.resample import resample_like
 from napari_myelin.utils.errors import InputError
 from ._base import ActionDock, layer_volume, mask_on_grid, parse_floats, volume_layers
+from ._choices import RoleChoices, require
+from ._display import add_maps_in_stages
 
 FROM_SIDECAR = ""
 NONE = "none"
+CHOOSE = "(choose a map)"
 
-#: Layers added after a fit: map name -> (label, colormap, contrast limits).
-DISPLAY = {
-    "t1": ("T1 (s)", "magma", (0.0, 4.0)),
-    "pd": ("PD", "gray", (0.0, 1.0)),
-    "mtv": ("MTV", "viridis", (0.0, 0.4)),
-    "qpm_myelin": ("QPM myelin", "inferno", (0.0, 0.3)),
-    "mwf_qpm": ("MWF from QPM (%)", "turbo", (0.0, 30.0)),
-}
+#: Maps added after a fit (labels, colormaps: :data:`napari_myelin._styles.MAP_LABELS`); the last one present
+#: is the primary (on top, visible).
+DISPLAY = ("t1", "pd", "mtv", "qpm_myelin", "mwf_qpm")
+#: Label of the map the calibration panel adds.
+CALIBRATED = "MWF calibrated here (%)"
 
 
 class QPMWidget(ActionDock):
@@ -82,6 +82,11 @@ class QPMWidget(ActionDock):
         box_layout = QVBoxLayout(box)
         box_layout.addWidget(self.cal_form.native)
         box_layout.addWidget(self.canvas)
+        self.roles = RoleChoices(self.viewer)
+        self.roles.bind(self.spgr, "spgr")
+        self.roles.bind(self.b1, "b1", optional=True)
+        self.roles.bind(self.cal_mwf, "mwf")
+        self.roles.bind(self.cal_qpm, "qpm_myelin")
         self._assemble(self.form, box)
 
     # ------------------------------------------------------------------ choices
@@ -89,10 +94,10 @@ class QPMWidget(ActionDock):
         return volume_layers(self.viewer, 4)
 
     def _map_choices_required(self, _widget=None):
-        return volume_layers(self.viewer, 3)
+        return [(CHOOSE, None)] + volume_layers(self.viewer, 3)
 
     def _map_choices(self, _widget=None):
-        return [(NONE, None)] + self._map_choices_required()
+        return [(NONE, None)] + volume_layers(self.viewer, 3)
 
     def _volumes_3d(self):
         return volume_layers(self.viewer, 3, labels=True)
@@ -119,6 +124,8 @@ class QPMWidget(ActionDock):
         try:
             if layer is None:
                 raise InputError("QPM: no 4D image layer is open; open the SPGR series (one volume per flip angle) first.")
+            require(layer, "spgr", "SPGR series")
+            require(self.b1.value, "b1", "B1 map")
             vol = layer_volume(layer)
             tr_text = parse_floats(self.tr.value, "TR")
             fa, tr = qpm.spgr_protocol(
@@ -140,26 +147,24 @@ class QPMWidget(ActionDock):
             return None
         self._volume = vol
         self._name = layer.name
-        return self.runner.start(
+        return self.runner.start_process(
             qpm.qpm, self._add_layers, signals=vol.data, flip_angles_deg=fa, tr=tr, b1=b1,
             method=self.method.value, mask=mask, calibration=self.calibration,
             pd_tissue=qpm.PD_TISSUE if self.free_water.value else None,
         )
 
-    def _add_map(self, vol, key, arr, units, method, parameters, name):
-        label, cmap, limits = DISPLAY[key]
-        return self.show_map(vol, arr, name or f"{self._name} {label}", cmap, limits,
-                             {"units": units, "method": method, "parameters": parameters})
-
-    def _add_layers(self, maps) -> None:
+    def _add_layers(self, maps):
+        """Add the maps (the myelin map on top), one per event-loop turn."""
         self.maps = maps
-        for key in DISPLAY:
-            if key in maps:
-                self._add_map(self._volume, key, maps[key], maps.units[key], maps.method, maps.parameters, None)
+        keys = [key for key in DISPLAY if key in maps]
+        t1 = np.asarray(maps["t1"])
+        layers = yield from add_maps_in_stages(
+            self.viewer, self._volume, {key: maps[key] for key in keys}, primary=keys[-1], source=self._name,
+            units=maps.units, mask=np.isfinite(t1) & (t1 > 0), action="QPM fit",
+            metadata={"method": maps.method, "parameters": maps.parameters}, show=self.show_map)
         self._refresh()
-        qname = f"{self._name} {DISPLAY['qpm_myelin'][0]}"
-        if qname in self.viewer.layers:
-            self.cal_qpm.value = self.viewer.layers[qname]
+        if layers.get("qpm_myelin") is not None:
+            self.cal_qpm.value = layers["qpm_myelin"]
 
     # ------------------------------------------------------------------ calibration
     def calibrate(self, _value=None):
@@ -167,6 +172,8 @@ class QPMWidget(ActionDock):
         try:
             if self.cal_mwf.value is None or self.cal_qpm.value is None:
                 raise InputError("calibration: choose an MWF layer and a QPM myelin layer (fit QPM first).")
+            require(self.cal_mwf.value, "mwf", "MWF map")
+            require(self.cal_qpm.value, "qpm_myelin", "QPM myelin")
             qvol = layer_volume(self.cal_qpm.value)
             mvol = layer_volume(self.cal_mwf.value)
             mwf = mvol.data
@@ -184,15 +191,17 @@ class QPMWidget(ActionDock):
             self.runner.refuse(exc)
             return None
         self._cal_volume = qvol
-        self._cal_name = self.cal_qpm.value.name
-        return self.runner.start(qpm.fit_mwf_calibration, self._on_calibration, mwf=mwf, qpm=qvol.data, mask=mask,
-                                 labels=labels)
+        self._cal_name = self.cal_qpm.value.name.split(" · ", 1)[-1]
+        return self.runner.start_process(qpm.fit_mwf_calibration, self._on_calibration, mwf=mwf, qpm=qvol.data,
+                                         mask=mask, labels=labels)
 
-    def _on_calibration(self, result) -> None:
+    def _on_calibration(self, result):
         self.calibration = result.calibration
         self._show_calibration(result.points)
-        self._add_map(self._cal_volume, "mwf_qpm", result["mwf_qpm"], "%", result.method, result.parameters,
-                      f"{self._cal_name} MWF (%)")
+        yield from add_maps_in_stages(
+            self.viewer, self._cal_volume, {"mwf_qpm": result["mwf_qpm"]}, primary="mwf_qpm", source=self._cal_name,
+            units={"mwf_qpm": "%"}, labels={"mwf_qpm": CALIBRATED}, action="QPM calibration",
+            metadata={"method": result.method, "parameters": result.parameters}, show=self.show_map)
 
     def _show_calibration(self, points=None) -> None:
         cal = self.calibration

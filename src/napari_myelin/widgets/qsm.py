@@ -1,8 +1,18 @@
-"""Dock widget "Susceptibility (QSM)": multi-echo GRE magnitude + phase layers -> field, local field, chi, R2*."""
+"""Dock widget "Susceptibility (QSM)": multi-echo GRE magnitude + phase layers -> field, local field, chi, R2*.
+
+The magnitude and phase are preselected by meaning (:mod:`napari_myelin.widgets._choices`: the GRE magnitude,
+never the MESE series). "Phase sign" is the ``--phase-sign`` of ``napari-myelin qsm`` (``phase_sign`` of
+:func:`~napari_myelin.reconst.qsm.fit_qsm`): -1 for scanners whose phase decreases with a positive field. When
+the result's high-R2* voxels (veins, iron) come out diamagnetic a notification names the option.
+"""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_warning
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -13,13 +23,32 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .._layers import volume_to_layer
 from napari_myelin.utils.errors import InputError
-from napari_myelin.reconst.qsm import BFR_METHODS, INVERSION_METHODS, UNWRAP_METHODS, check_inputs, fit_qsm, phase_to_radians
+from napari_myelin.reconst.qsm import (
+    BFR_METHODS,
+    INVERSION_METHODS,
+    UNWRAP_METHODS,
+    PhaseSignWarning,
+    check_inputs,
+    fit_qsm,
+    phase_sign_result,
+    phase_to_radians,
+)
 from ._base import layer_volume
+from ._choices import RoleChoices, require
+from ._display import add_maps_in_stages
 from ._runner import Runner
 
 _NONE = "(compute from magnitude)"
+#: "Phase sign" entries -> ``phase_sign`` of :func:`fit_qsm`.
+PHASE_SIGNS = {"+1": 1, "-1": -1}
+
+
+def fit_qsm_quietly(**kwargs):
+    """:func:`fit_qsm` without its :class:`PhaseSignWarning` (the dock names its own option instead)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PhaseSignWarning)
+        return fit_qsm(**kwargs)
 
 
 class QSMWidget(QWidget):
@@ -45,7 +74,11 @@ class QSMWidget(QWidget):
         self.inversion = QComboBox()
         self.inversion.addItems(INVERSION_METHODS)
         self.colormap = QComboBox()
-        self.colormap.addItems(["gray", "coolwarm"])
+        self.colormap.addItems(["coolwarm", "gray"])
+        self.phase_sign = QComboBox()
+        self.phase_sign.addItems(list(PHASE_SIGNS))
+        self.phase_sign.setToolTip("-1 when the scanner's phase decreases with a positive field (the --phase-sign "
+                                   "of napari-myelin qsm); veins must come out paramagnetic (bright in chi)")
         self.run_button = QPushButton("Compute susceptibility")
         self.run_button.clicked.connect(self.run)
         self.runner = Runner(self)
@@ -53,6 +86,7 @@ class QSMWidget(QWidget):
         form.addRow("Magnitude", self.magnitude)
         form.addRow("Phase", self.phase)
         form.addRow("Brain mask", self.mask)
+        form.addRow("Phase sign", self.phase_sign)
         form.addRow("Echo times (s)", self.te)
         form.addRow("Field strength", self.b0)
         form.addRow("Unwrapping", self.unwrap)
@@ -67,23 +101,26 @@ class QSMWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self.refresh)
         self.viewer.layers.events.removed.connect(self.refresh)
         self.phase.currentTextChanged.connect(self._fill_from_sidecar)
+        self.roles = RoleChoices(self.viewer)
+        self.roles.bind_names(self.magnitude, "gre_magnitude", self._image_names)
+        self.roles.bind_names(self.phase, "gre_phase", self._image_names)
         self.refresh()
 
     # -------------------------------------------------------------- layer choices
+    def _image_names(self) -> list[str]:
+        return [ly.name for ly in self.viewer.layers if isinstance(ly, Image) and not ly.rgb]
+
     def refresh(self, *_):
-        images = [ly.name for ly in self.viewer.layers if ly._type_string == "image"]
-        masks = [ly.name for ly in self.viewer.layers if ly._type_string in ("labels", "image")]
-        for combo, names in ((self.magnitude, images), (self.phase, images), (self.mask, [_NONE] + masks)):
-            current = combo.currentText()
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItems(names)
-            if current in names:
-                combo.setCurrentText(current)
-            combo.blockSignals(False)
-        if self.phase.currentText() == self.magnitude.currentText() and len(images) > 1:
-            guess = [n for n in images if "phase" in n.lower()]
-            self.phase.setCurrentText(guess[0] if guess else images[1])
+        """Re-read the layer lists: magnitude and phase by meaning, keeping the user's choices."""
+        self.roles.refresh_names()
+        masks = [ly.name for ly in self.viewer.layers if isinstance(ly, (Image, Labels))]
+        current = self.mask.currentText()
+        self.mask.blockSignals(True)
+        self.mask.clear()
+        self.mask.addItems([_NONE] + masks)
+        if current in masks:
+            self.mask.setCurrentText(current)
+        self.mask.blockSignals(False)
         self._fill_from_sidecar()
 
     def _fill_from_sidecar(self, *_):
@@ -109,11 +146,14 @@ class QSMWidget(QWidget):
             self.runner.finished.emit(False)
             return
         self._reference = kwargs.pop("_reference")
-        self.runner.start(fit_qsm, self._add_layers, **kwargs)
+        self._source = self.phase.currentText()
+        self.runner.start(fit_qsm_quietly, self._add_layers, **kwargs)
 
     def _inputs(self) -> dict:
         if not self.magnitude.currentText() or not self.phase.currentText():
             raise InputError("Magnitude/Phase: choose the two layers of the multi-echo GRE series.")
+        require(self.viewer.layers[self.magnitude.currentText()], "gre_magnitude", "Magnitude")
+        require(self.viewer.layers[self.phase.currentText()], "gre_phase", "Phase")
         mag = self._volume(self.magnitude.currentText())
         ph = self._volume(self.phase.currentText())
         try:
@@ -132,25 +172,31 @@ class QSMWidget(QWidget):
             magnitude=mag.data, phase=ph.data, echo_times=te or None,
             field_strength=self.b0.value() or None, affine=ph.affine, mask=mask,
             unwrap=self.unwrap.currentText(), bfr=self.bfr.currentText(), inversion=self.inversion.currentText(),
-            _reference=ph,
+            phase_sign=PHASE_SIGNS[self.phase_sign.currentText()], _reference=ph,
         )
 
     def _add_layers(self, maps):
-        ref = self._reference
-        chi = maps["chi"]
-        lim = float(np.percentile(np.abs(chi[maps["mask"] > 0]), 99)) if (maps["mask"] > 0).any() else 0.1
-        lim = lim or 0.1
-        specs = [
-            ("field", "QSM field (Hz)", "gray", None),
-            ("local_field", "QSM local field (ppm)", "gray", None),
-            ("chi", "chi (ppm)", self.colormap.currentText(), (-lim, lim)),
-            ("r2star", "R2* (1/s)", "magma", (0.0, 50.0)),
-        ]
-        self.layers = []
-        for key, name, cmap, clim in (spec for spec in specs if spec[0] in maps):
-            extra = {"contrast_limits": clim} if clim else {}
-            data, attrs, kind = volume_to_layer(
-                ref.with_data(maps[key]), name=name, colormap=cmap,
-                metadata={"units": maps.units[key], "description": maps.descriptions[key],
-                          "parameters": maps.parameters}, **extra)
-            self.layers.append(self.viewer._add_layer_from_data(data, attrs, kind)[0])
+        mask = np.asarray(maps["mask"]) > 0
+        keys = [k for k in ("field", "local_field", "r2star", "chi") if k in maps]
+        # one layer per event-loop turn (see napari_myelin.widgets._stage)
+        layers = yield from add_maps_in_stages(self.viewer, self._reference, {k: maps[k] for k in keys},
+                                               primary="chi", source=self._source, units=maps.units, mask=mask,
+                                               action="QSM", metadata={"parameters": maps.parameters})
+        for key, layer in layers.items():
+            layer.metadata["description"] = maps.descriptions[key]
+        if "chi" in layers:
+            layers["chi"].colormap = self.colormap.currentText()
+        self.layers = list(layers.values())
+        self.phase_sign_warning = self._check_sign(maps.parameters)
+
+    def _check_sign(self, parameters: dict) -> str | None:
+        """Notify (and return the sentence) when the phase sign looks inverted, naming the "Phase sign" option."""
+        check = parameters.get("PhaseSignCheck") or {}
+        if phase_sign_result(check) != "inverted":
+            return None
+        flip = "-1" if self.phase_sign.currentText() == "+1" else "+1"
+        text = (f"QSM: {check['Voxels'] - check['ParamagneticVoxels']} of the {check['Voxels']} high-R2* voxels "
+                f"(veins, iron-rich nuclei) came out diamagnetic, so the phase sign is probably inverted; set "
+                f"'Phase sign' to {flip} (--phase-sign {flip} on the command line) and compute again.")
+        show_warning(text)
+        return text

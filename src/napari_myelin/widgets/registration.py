@@ -1,10 +1,10 @@
 """Dock widget "Register to template": a subject layer to the MNI template, layers warped along,
 or the atlas tracts brought to the subject's native space.
 
-The work is :func:`napari_myelin.align.registration.register_subject`, run in a thread worker by
-:class:`~napari_myelin.widgets._runner.Runner` (progress bar + Cancel; the ANTs call itself cannot
-be interrupted, a cancel takes effect when it returns). Warped layers are added on the template
-grid; the tract labels as a Labels layer (names in its ``features``) with the subject layer's
+The work is :func:`napari_myelin.align.registration.register_subject`, run in a separate process by
+:meth:`~napari_myelin.widgets._runner.Runner.start_process` (ANTs holds the GIL: in a thread it would
+freeze the window for the whole registration). The progress bar follows it, and Cancel ends the
+process (nothing is added). Warped layers are added on the template grid, one per event-loop turn; the tract labels as a Labels layer (names in its ``features``) with the subject layer's
 scale and translate. Transforms go to the chosen folder and are reused on the next run.
 """
 
@@ -21,6 +21,7 @@ from napari_myelin.utils.errors import InputError
 from napari_myelin.align.quality import check_image, reference_image
 from napari_myelin.align.registration import PRESETS, available_atlases, register_subject
 from ._base import ActionDock, layer_volume
+from ._stage import layer_from_data
 
 USER_ATLAS = "user labels file + LUT"
 
@@ -107,13 +108,14 @@ class RegistrationWidget(ActionDock):
         self._name = layer.name
         self._moving_layer = layer
         self._carry_layers = {name: other for other in (self.carry.value or []) for name in [other.name]}
-        return self.runner.start(
+        return self.runner.start_process(
             register_subject, self._add_layers,
             moving=moving, carry=carry if self.warp.value else {}, atlas=atlas, lut=lut,
             preset=self.preset.value, out_dir=out_dir, seed=int(self.seed.value),
         )
 
-    def _add_layers(self, result) -> None:
+    def _add_layers(self, result):
+        """Add the warped layers and the native-space tracts, one per event-loop turn (a generator)."""
         reg = result.registration
         if self.warp.value:
             for key, vol in result.warped.items():
@@ -125,6 +127,7 @@ class RegistrationWidget(ActionDock):
                     if len(source.features):
                         attrs["features"] = source.features
                     self.viewer.add_layer(Layer.create(data, attrs, "labels"))
+                    yield
                     continue
                 kwargs = {}
                 if source is not None and getattr(source, "colormap", None) is not None:
@@ -133,7 +136,8 @@ class RegistrationWidget(ActionDock):
                 meta.update(space="MNI152NLin2009aSym", similarity_nmi=reg.similarity, transforms=reg.transforms)
                 data, attrs, kind = volume_to_layer(vol.with_data(np.asarray(vol.data, np.float32)),
                                                     name=f"{name} (template)", metadata=meta, **kwargs)
-                self.viewer.add_layer(Layer.create(data, attrs, kind))
+                self.viewer.add_layer(layer_from_data(data, attrs, kind))
+                yield
         if result.tracts is not None:
             data, attrs, _ = volume_to_layer(result.tracts, name=f"{self._name} tracts (native)", layer_type="labels",
                                              metadata={"lut": result.lut.to_dict(orient="list"),

@@ -36,11 +36,18 @@ from .._layers import META_KEY
 from napari_myelin.utils.errors import InputError
 from napari_myelin.stats.roi import is_water_fraction, polygons_to_labels, roi_statistics, roi_values, write_csv
 from ._base import layer_volume
+from ._normative import ModelSelector
 from ._runner import Runner
+from ._jobs import roi_statistics_scored
+from .workspace import fit_columns
 
 #: Columns shown in the table (from the long layout).
-TABLE_COLUMNS = ("label", "name", "map", "units", "n_voxels", "volume_mm3", "mean", "sd", "median", "iqr",
+#: Mean and SD come right after the names, so that they are in view in a narrow dock (see
+#: :func:`napari_myelin.widgets.workspace.fit_columns`).
+TABLE_COLUMNS = ("label", "name", "map", "mean", "sd", "units", "n_voxels", "volume_mm3", "median", "iqr",
                  "min", "max", "status")
+#: Columns added with a normative model (headers prefixed SYNTHETIC for a synthetic model).
+SCORE_COLUMNS = ("z", "q", "abnormal")
 NO_LAYER = "none"
 
 
@@ -96,11 +103,13 @@ class RoiStatsWidget(QWidget):
         self.weighting = ComboBox(label="WM use", choices=["none", "weighted", "threshold"], value="none")
         self.threshold = FloatSpinBox(label="WM threshold", value=0.5, min=0.0, max=1.0, step=0.05)
         self.subject = LineEdit(label="subject", value="")
+        self.normative = ModelSelector()  # z-scores and flags only with a model chosen here
+        self.scores = None
         self.compute_button = PushButton(text="Compute")
         self.compute_button.changed.connect(self.compute)
         self.form = Container(widgets=[
             self.reference, self.new_roi_button, self.shapes, self.shapes_button, self.maps, self.labels,
-            self.wm, self.weighting, self.threshold, self.subject, self.compute_button,
+            self.wm, self.weighting, self.threshold, self.subject, self.normative, self.compute_button,
         ])
         self.runner = Runner()
         # results
@@ -235,13 +244,16 @@ class RoiStatsWidget(QWidget):
             weighting = self.weighting.value if wm_layer is not None else "none"
             if self.weighting.value != "none" and wm_layer is None:
                 raise InputError("ROI statistics: choose a WM probability layer, or set 'WM use' to none.")
+            scoring = {"normative": self.normative.model, "covariates": self.normative.covariate_values()}
         except InputError as exc:
             self.runner.refuse(exc)
             return None
         units = {k: _layer_units(v) for k, v in names.items()}
         self._inputs = {"labels": labels_vol, "maps": maps, "labels_layer": lab_layer, "units": units}
-        return self.runner.start(
-            roi_statistics, self._show,
+        self._inputs["prefix"] = self.normative.prefix()
+        # in a worker process: per-label statistics are Python code that holds the GIL (the window froze)
+        return self.runner.start_process(
+            roi_statistics_scored, self._show, **scoring,
             labels=labels_vol, maps=maps, lut=_lut_of(lab_layer),
             weights=layer_volume(wm_layer) if wm_layer is not None else None, weighting=weighting,
             threshold=float(self.threshold.value), subject=self.subject.value,
@@ -250,13 +262,28 @@ class RoiStatsWidget(QWidget):
             methods={k: _layer_method(v) for k, v in names.items()},
         )
 
-    def _show(self, result) -> None:
+    def _scored_table(self, table: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[str]]:
+        """The table with the scores' columns when a model scored it, its columns and their headers
+        (``SYNTHETIC z`` ... for a synthetic model)."""
+        columns = list(TABLE_COLUMNS)
+        if self.scores is None:
+            return table, columns, columns
+        scores = self.scores.rows[["label", "map", *SCORE_COLUMNS]]
+        table = table.merge(scores, on=["label", "map"], how="left")
+        prefix = self._inputs.get("prefix", "")
+        return table, columns + list(SCORE_COLUMNS), columns + [f"{prefix}{c}" for c in SCORE_COLUMNS]
+
+    def _show(self, outcome):
+        """Fill the table, the labels layer's features and the plot, one per event-loop turn (a generator)."""
+        result, self.scores = outcome
         self.result = result
-        table = result.table
+        table, columns, headers = self._scored_table(result.table)
         self.table.setSortingEnabled(False)
         self.table.clearContents()
+        self.table.setColumnCount(len(columns))
+        self.table.setHorizontalHeaderLabels(headers)
         self.table.setRowCount(len(table))
-        for r, row in enumerate(table[list(TABLE_COLUMNS)].itertuples(index=False)):
+        for r, row in enumerate(table[columns].itertuples(index=False)):
             for c, value in enumerate(row):
                 item = QTableWidgetItem()
                 if isinstance(value, (int, np.integer)):
@@ -269,7 +296,8 @@ class RoiStatsWidget(QWidget):
                 item.setData(Qt.ItemDataRole.UserRole, int(row[0]))
                 self.table.setItem(r, c, item)
         self.table.setSortingEnabled(True)
-        self.table.resizeColumnsToContents()
+        fit_columns(self.table)  # long names elided (tooltip), mean and SD in view without scrolling
+        yield
         layer = self._inputs.get("labels_layer")
         if layer is not None:  # napari's features table: the LUT's columns (if any) + statistics
             wide = result.wide()
@@ -278,9 +306,13 @@ class RoiStatsWidget(QWidget):
             if lut is not None:
                 wide = lut.merge(wide.drop(columns=["name"]), on="index", how="left")
             layer.features = wide
-        self.plot_map.choices = list(dict.fromkeys(table["map"]))
+            yield
+        with self.plot_map.changed.blocked():  # plotted once, below, in a turn of its own
+            self.plot_map.choices = list(dict.fromkeys(table["map"]))
+        yield
         for message in result.messages:
             show_info(f"ROI statistics: {message}")
+        yield
         self.update_plot()
 
     # ------------------------------------------------------------------ interaction
@@ -331,8 +363,12 @@ class RoiStatsWidget(QWidget):
         if self.result is None:
             return ""
         layout = layout or self.layout_choice.value
-        frame = self.result.wide() if layout == "wide" else self.result.table
+        frame = self.result.wide() if layout == "wide" else self._export_table()
         return frame.to_csv(sep="\t", index=False, lineterminator="\n")
+
+    def _export_table(self) -> pd.DataFrame:
+        """The long table, with the scores (and the ``normative_model`` column, SYNTHETIC when it is) when scored."""
+        return self.scores.rows if self.scores is not None else self.result.table
 
     def copy_to_clipboard(self, _value=None) -> str:
         text = self.table_text()
@@ -353,7 +389,7 @@ class RoiStatsWidget(QWidget):
             if not path:
                 return None
         try:
-            written = write_csv(self.result.table, path, layout=self.layout_choice.value)
+            written = write_csv(self._export_table(), path, layout=self.layout_choice.value)
         except InputError as exc:
             show_error(str(exc))
             return None
