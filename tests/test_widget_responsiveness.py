@@ -87,18 +87,18 @@ class GapMeter:
                 print("---- GUI thread blocked > 150 ms:\n" + "".join(traceback.format_stack(frame)[-25:]))
 
 
-@pytest.fixture(scope="module")
-def viewer(qapp):
-    """One viewer, 1280 x 800, holding the small phantom sample (not shown: a software-rendered OpenGL canvas
-    under Xvfb is not what is measured here)."""
-    v = napari.Viewer(show=False)
+@pytest.fixture
+def viewer(make_napari_viewer, qapp):
+    """A viewer, 1280 x 800, holding the small phantom sample (not shown: a software-rendered OpenGL canvas
+    under Xvfb is not what is measured here). napari's own fixture, so that its plugin registry is set up
+    and torn down as for the other GUI tests of the suite."""
+    v = make_napari_viewer(show=False)
     v.window.resize(1280, 800)
     for data, attrs, kind in phantom_layers("small"):
         v.add_layer(Layer.create(data, attrs, kind))
     qapp.processEvents()
     SAMPLE.update(layer.name for layer in v.layers)
-    yield v
-    v.close()
+    return v
 
 
 @pytest.fixture
