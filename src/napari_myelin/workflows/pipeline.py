@@ -58,7 +58,7 @@ STEPS = ("mwf", "dki", "qsm", "qpm", "mtsat", "register", "tracts", "calibrate",
 DEPENDS = {
     "mwf": (), "dki": (), "qsm": (), "qpm": (), "mtsat": (), "register": (), "tracts": ("register", "mwf", "dki", "qsm", "qpm", "mtsat"),
     "calibrate": ("mwf", "qpm", "tracts"), "chisep": ("qsm", "register"),
-    "fusion": ("register", "tracts"),
+    "fusion": ("register", "tracts", "chisep"),
     "stats": ("mwf", "dki", "qsm", "qpm", "mtsat", "tracts", "calibrate", "chisep", "fusion"),
 }
 
@@ -188,9 +188,13 @@ def _step_mtsat(s: _Subject, progress, cancel) -> list[Path]:
     from napari_myelin.reconst.mtsat import fit_mtsat, load_mts
 
     vols, fa, tr = load_mts(s.files.mts)
+    from napari_myelin.reconst.masking import brain_mask
+
     b1 = b1_on_grid(load_volume(s.files.b1[0]), vols[0]) if s.files.b1 else None
-    maps = fit_mtsat(*(v.data for v in vols), flip_angles=fa, repetition_times=tr, b1=b1, progress=progress,
-                     cancel=cancel)
+    # the brain of the PD-weighted image, where all three signals are positive: no map of the background noise
+    signal = np.all([np.isfinite(v.data) & (v.data > 0) for v in vols], axis=0)
+    maps = fit_mtsat(*(v.data for v in vols), flip_angles=fa, repetition_times=tr, b1=b1,
+                     mask=brain_mask(vols[1].data) & signal, progress=progress, cancel=cancel)
     return s.save(maps, "mts", vols[0], s.files.mts + s.files.b1, ("mtsat", "mtr", "t1", "a"))
 
 
@@ -330,16 +334,23 @@ def _step_chisep(s: _Subject, regs: SubjectRegistrations, progress, cancel) -> l
 
 def _step_fusion(s: _Subject, regs: SubjectRegistrations, progress, cancel) -> list[Path]:
     from napari_myelin.fusion.inference import fuse
+    from napari_myelin.fusion.weights import load_model
 
+    model = load_model(None)  # the shipped weights: optional maps are passed when present and read by them
     sources = {"mwf": ("mese", "mwf"), "fa": ("dwi", "fa"), "mk": ("dwi", "mk"), "qpm": ("vfa", "qpm_myelin")}
-    if s.has("megre", "chi"):
-        sources["qsm"] = ("megre", "chi")
-    template = {k: s.load(TEMPLATE_SPACE, name) for k, (_, name) in sources.items()}  # written by ``tracts``
+    optional = {"qsm": ("megre", "chi"), "mtsat": ("mts", "mtsat"), "chi_dia": ("megre", "chi_dia")}
+    sources.update({k: src for k, src in optional.items()
+                    if k in model.channels and s.has(src[0], src[1]) and s.has(TEMPLATE_SPACE, src[1])})
+    # template maps written by ``tracts`` (mtsat too) and ``chisep`` (chi_dia)
+    template = {k: s.load(TEMPLATE_SPACE, name) for k, (_, name) in sources.items()}
     units = {k: load_json_units(s.path(*src, ".json")) for k, src in sources.items()}
     ref_t = regs.template.fixed
     brain = np.asarray(regs.template.warped.data) > 0
+    # the optional maps only where the MWF fit ran (its brain mask): the MTsat fit covers the whole field of view
+    support = np.isfinite(template["mwf"].data) & (template["mwf"].data != 0)
+    extra = {k: np.where(support, np.nan_to_num(template[k].data), 0.0) for k in optional if k in template}
     maps = fuse(template["mwf"].data, template["fa"].data, template["mk"].data, template["qpm"].data,
-                template["qsm"].data if "qsm" in template else None, mask=brain,
+                **extra, mask=brain,
                 voxel_size_mm=ref_t.zooms, units=units, progress=progress, cancel=cancel)
     out = s.save(maps, TEMPLATE_SPACE, ref_t, [s.path(*src) for src in sources.values()])
     # fusion runs only with an SPGR series, so the subject reference is the SPGR grid
