@@ -14,6 +14,8 @@ from napari_myelin.sims.phantom import write_phantom
 from napari_myelin.widgets.cohort import CohortWidget
 from napari_myelin.workflows.pipeline import STEPS
 
+from ._gaps import MAX_GAP_MS, GapMeter
+
 
 def test_cohort_widget_runs_follows_and_opens(make_napari_viewer, qtbot, tmp_path):
     write_phantom(tmp_path / "ph", seed=5, size="small", snr=100.0)
@@ -28,9 +30,10 @@ def test_cohort_widget_runs_follows_and_opens(make_napari_viewer, qtbot, tmp_pat
     widget.preset.value = "affine"
     live = []  # (subject, step, status), rows in the table and whether the cohort had ended, at each signal
     widget._relay.stepped.connect(lambda *a: live.append((a[:3], widget.table.rowCount(), widget.result is not None)))
-    with qtbot.waitSignal(widget.runner.finished, timeout=300_000) as blocker:
+    with GapMeter() as meter, qtbot.waitSignal(widget.runner.finished, timeout=300_000) as blocker:
         widget.start()
     assert blocker.args == [True], widget.runner.error
+    assert meter.longest_cpu < MAX_GAP_MS, f"event loop blocked {meter.longest_cpu:.0f} ms (CPU)"
     expected = {n: "done" if n in ("dki", "register", "tracts", "stats") else "missing" for n in STEPS}
     assert {step: status for (sub, step, status), _, _ in live if sub == "sub-05"} == expected
     assert len(live) == len(STEPS) + 1 and ("sub-06", "inputs", "failed") in [news for news, _, _ in live]
@@ -44,8 +47,8 @@ def test_cohort_widget_runs_follows_and_opens(make_napari_viewer, qtbot, tmp_pat
 
     widget.table.selectRow(list(rows).index("sub-05"))
     layers = widget.open_subject()
-    assert "sub-05 fa (dwi)" in [layer.name for layer in layers]
-    fa = viewer.layers["sub-05 fa (dwi)"]
+    assert "sub-05 FA · dwi" in [layer.name for layer in layers]
+    fa = viewer.layers["sub-05 FA · dwi"]
     fa_file = load_volume(tmp_path / "out/sub-05/dwi/sub-05_space-dwi_fa.nii.gz")
     np.testing.assert_allclose(np.sort(fa.data.ravel()), np.sort(fa_file.data.ravel()))
 

@@ -26,11 +26,11 @@ def test_pipeline_widget_runs_and_opens_results(make_napari_viewer, qtbot, tmp_p
     assert blocker.args == [True], widget.runner.error
     status = {widget.table.item(i, 0).text(): widget.table.item(i, 1).text() for i in range(widget.table.rowCount())}
     assert status["dki"] == "done" and status["mwf"] == "missing" and status["stats"] == "done"
-    fa_layer = viewer.layers["sub-05 fa (dwi)"]
+    fa_layer = viewer.layers["sub-05 FA · dwi"]
     fa_file = load_volume(tmp_path / "out/sub-05/dwi/sub-05_space-dwi_fa.nii.gz")
     assert fa_layer.colormap.name == "gray"
     inside = np.isfinite(fa_file.data) & (fa_file.data != 0)  # robust limits from the map's voxels
     np.testing.assert_allclose(fa_layer.contrast_limits, np.percentile(fa_file.data[inside], [1, 99]), rtol=1e-5)
     np.testing.assert_allclose(np.sort(fa_layer.data.ravel()), np.sort(fa_file.data.ravel()))
-    tracts = viewer.layers["sub-05 tracts (dwi)"]
+    tracts = viewer.layers["sub-05 tracts · dwi"]
     assert "Corpus Callosum genu" in set(tracts.features["name"])

@@ -8,83 +8,29 @@ depend on how many other programs share the cores: the longest must stay under 2
 are printed (``-s``) beside it; on an idle machine the two are close, on a machine shared by many jobs the
 wall-clock gap grows with the load (the GUI thread waits for a core, not for this code).
 
-The viewer and the phantom sample are shared by the module (one set of input layers); each test removes
-what its dock added. ``NAPARI_MYELIN_GAP_TRACE=1`` prints what the GUI thread was doing in long gaps.
+Each test has its own viewer holding the small phantom sample (napari's ``make_napari_viewer``) and closes
+the docks it opened. The NAWM abnormality and cohort docks are probed in their own tests
+(tests/test_widget_abnormality.py, tests/test_cohort_widget.py), which build the model and cohort they need. ``NAPARI_MYELIN_GAP_TRACE=1`` prints what the GUI thread was doing in long gaps.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import sys
-import threading
 import time
-import traceback
 
-import napari
 import numpy as np
 import pytest
 from napari.layers import Layer
-from qtpy.QtCore import QTimer
 
 from napari_myelin._layers import layer_to_volume, volume_to_layer
 from napari_myelin._sample_data import _phantom, phantom_layers
 from napari_myelin.io.volume import Volume
 
-#: The longest the event loop may be kept busy during an action (ms of CPU time between two ticks).
-MAX_GAP_MS = 200.0
-#: Tick of the probe timer (ms).
-TICK_MS = 20
+from ._gaps import MAX_GAP_MS, GapMeter
 
 GAPS: dict[str, tuple[float, float]] = {}
 SAMPLE: set[str] = set()
-
-
-class GapMeter:
-    """A 20 ms timer recording the longest interval between two of its ticks, in wall-clock time (``longest``)
-    and in CPU time of this process (``longest_cpu``), both in ms."""
-
-    def __init__(self) -> None:
-        self.timer = QTimer()
-        self.timer.setInterval(TICK_MS)
-        self.timer.timeout.connect(self._tick)
-        self.longest = 0.0
-        self.longest_cpu = 0.0
-        self.ticks = 0
-        self._last = None
-        self._last_cpu = None
-
-    def _tick(self) -> None:
-        now, cpu = time.perf_counter(), time.process_time()
-        if self._last is not None:
-            self.longest = max(self.longest, 1000.0 * (now - self._last))
-            self.longest_cpu = max(self.longest_cpu, 1000.0 * (cpu - self._last_cpu))
-        self._last, self._last_cpu = now, cpu
-        self.ticks += 1
-
-    def __enter__(self) -> "GapMeter":
-        self._last, self._last_cpu = time.perf_counter(), time.process_time()
-        self.timer.start()
-        if os.environ.get("NAPARI_MYELIN_GAP_TRACE"):  # debugging: print what the GUI thread does in a long gap
-            self._watch = threading.Thread(target=self._watchdog, args=(threading.get_ident(),), daemon=True)
-            self._watching = True
-            self._watch.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._tick()
-        self.timer.stop()
-        self._watching = False
-
-    def _watchdog(self, gui_thread: int) -> None:
-        reported = None
-        while self._watching:
-            time.sleep(0.05)
-            last = self._last
-            if last is not None and time.perf_counter() - last > 0.15 and reported != last:
-                reported = last
-                frame = sys._current_frames().get(gui_thread)
-                print("---- GUI thread blocked > 150 ms:\n" + "".join(traceback.format_stack(frame)[-25:]))
 
 
 @pytest.fixture
@@ -290,4 +236,4 @@ def test_pipeline_dock_never_blocks(viewer, qtbot, clean, tmp_path):
     dock.out.value = tmp_path / "out"
     dock.preset.value = "affine"
     assert drive(qtbot, dock, dock.run_button, "pipeline") < MAX_GAP_MS
-    assert "sub-05 fa (dwi)" in viewer.layers
+    assert "sub-05 FA · dwi" in viewer.layers

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ._layers import volume_to_layer
-from ._styles import DIVERGING, display_style, robust_limits
+from ._styles import DIVERGING, MAP_LABELS, display_style, robust_limits
 from napari_myelin.io.dicom import convert_dicom, has_dicom, series_volume
 from napari_myelin.io.lut import find_lut
 from napari_myelin.io.volume import is_nifti, load_volume
@@ -58,7 +58,7 @@ def read_results(path):
             if space.startswith("MNI") or name == "mask":
                 continue
             if name == "tracts":
-                layers.extend((d, {**a, "name": f"{subject.name} tracts ({space})", "visible": False}, t)
+                layers.extend((d, {**a, "name": f"{subject.name} tracts · {space}", "visible": False}, t)
                               for d, a, t in read_nifti(f))
                 continue
             vol = load_volume(f)
@@ -69,7 +69,8 @@ def read_results(path):
             style["contrast_limits"] = robust_limits(values, np.isfinite(values) & (values != 0),
                                                      diverging=name in DIVERGING)  # the maps' 0 outside the mask
             meta = {**style.pop("metadata"), "source": str(f)}
-            layers.append(volume_to_layer(data, name=f"{subject.name} {name} ({space})", metadata=meta,
+            label = MAP_LABELS[name][0] if name in MAP_LABELS else f"{name} ({meta['units']})" if meta["units"] else name
+            layers.append(volume_to_layer(data, name=f"{subject.name} {label} · {space}", metadata=meta,
                                           blending="additive", visible=name in ("mwf", "imwf"), **style))
     return layers
 

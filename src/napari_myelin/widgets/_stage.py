@@ -25,6 +25,8 @@ import numpy as np
 from napari.layers import Layer
 from qtpy.QtCore import QTimer
 
+from .._styles import MAP_LABELS
+
 #: At most this many voxels are read to estimate contrast limits (a regular subsample).
 LIMIT_SAMPLE = 200_000
 
@@ -121,6 +123,11 @@ def layer_from_data(data, attrs: dict, kind: str) -> Layer:
 
 def add_layer_data(viewer, tuples: Iterable[tuple]) -> Iterator[Layer]:
     """Generator adding each ``(data, attributes, layer_type)`` of ``tuples`` to ``viewer``, yielding after each
-    (use ``yield from`` in a result handler)."""
+    (use ``yield from`` in a result handler); an image of a known map (``metadata["map"]`` in
+    :data:`~napari_myelin._styles.MAP_LABELS`) gets its colorbar in the next turn."""
     for data, attrs, kind in tuples:
-        yield viewer.add_layer(layer_from_data(data, attrs, kind))
+        layer = viewer.add_layer(layer_from_data(data, attrs, kind))
+        yield layer
+        if kind == "image" and (layer.metadata or {}).get("map") in MAP_LABELS:
+            layer.colorbar.visible = True  # a map with a known kind: its colorbar, in a turn of its own
+            yield layer

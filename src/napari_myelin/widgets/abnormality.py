@@ -98,14 +98,17 @@ class AbnormalityWidget(ActionDock):
         self.result = result
         self._messages: list[str] = []
         prefix = "SYNTHETIC " if result.model_label.startswith("SYNTHETIC") else ""
+        if self.viewer.dims.ndim < 3:  # an empty viewer: napari's 3-D sliders in a turn of their own
+            self.viewer.dims.ndim = 3
+            yield
         for name, z in {**result.z, "abnormality": result.score}.items():
             layer = self._add(result, np.asarray(z, np.float32), f"{prefix}z {name}" if name != "abnormality"
                               else f"{prefix}abnormality", colormap="bwr", contrast_limits=Z_LIMITS,
                               metadata={"units": "z", "map": "z" if name != "abnormality" else "abnormality",
-                                        "normative_model": result.model_label})
-            layer.colorbar.visible = True
-            layer.visible = name == "abnormality"
+                                        "normative_model": result.model_label}, visible=name == "abnormality")
             yield  # one layer per event-loop turn
+            layer.colorbar.visible = True  # in a turn of its own: drawing a colorbar costs about as much as a layer
+            yield
         self._add(result, result.abnormal.astype(np.int32), f"{prefix}abnormal WM", layer_type="labels")
         self.viewer.layers.selection.active = layer  # the abnormality score
         notify_warnings("NAWM abnormality", self._messages)
