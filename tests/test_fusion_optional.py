@@ -8,7 +8,6 @@ import re
 
 import numpy as np
 import pytest
-import torch
 
 from napari_myelin.cli import main
 from napari_myelin.fusion.card import CARD_FORMAT, CHANNELS, OPTIONAL_CHANNELS, new_model
@@ -19,16 +18,7 @@ from napari_myelin.fusion.training import _prepare_subject, _sample_batch, _Sett
 from napari_myelin.fusion.weights import load_model, save_model
 from napari_myelin.utils.errors import InputError
 
-from .test_fusion import KW, _subject
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one torch thread avoids oversubscribing the shared cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+from .test_fusion import KW, _one_thread, _subject  # noqa: F401  (_one_thread: the module's autouse fixture)
 
 
 @pytest.fixture(scope="module")

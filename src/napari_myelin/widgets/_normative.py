@@ -31,12 +31,12 @@ def parse_covariates(text: str) -> dict:
     Raises
     ------
     InputError
-        An entry without ``=``.
+        An entry without ``=``, a name or a value.
     """
     out: dict = {}
-    for item in text.replace(",", " ").split():
+    for item in (text or "").replace(",", " ").split():
         name, sep, value = item.partition("=")
-        if not sep or not name:
+        if not sep or not name or not value:
             raise InputError(f"covariates: '{item}' is not NAME=VALUE; write them like age=41 sex=F.")
         try:
             out[name] = float(value)

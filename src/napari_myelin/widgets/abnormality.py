@@ -24,24 +24,11 @@ from napari_myelin.utils.errors import InputError
 from napari_myelin.workflows.abnormality import abnormality_map
 from ._base import ActionDock
 from ._display import notify_warnings
+from ._normative import parse_covariates  # the ModelSelector's parser, for the docks' covariates fields
 
 #: Columns of the flagged-tract table.
 TRACT_COLUMNS = ("label", "name", "abnormal_mm3", "fraction", "mean_score")
 Z_LIMITS = (-4.0, 4.0)
-
-
-def parse_covariates(text: str) -> dict:
-    """``"age=41 sex=F"`` -> ``{"age": 41.0, "sex": "F"}``."""
-    values: dict = {}
-    for item in (text or "").replace(",", " ").split():
-        name, sep, value = item.partition("=")
-        if not sep or not name or not value:
-            raise InputError(f"covariates: '{item}' is not NAME=VALUE; type e.g. age=41 sex=F.")
-        try:
-            values[name] = float(value)
-        except ValueError:
-            values[name] = value
-    return values
 
 
 class AbnormalityWidget(ActionDock):
