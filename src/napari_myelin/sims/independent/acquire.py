@@ -37,6 +37,15 @@ def _receive(se: Session, s, mask: np.ndarray) -> np.ndarray:
     return rx / rx[mask].mean()
 
 
+def _on_grid(se: Session, key: str) -> tuple:
+    """What an acquisition on the grid ``key`` starts from: ``aff, shape, sampling, classes, inside, common truth,
+    mask, b1`` (the tissue classes on the grid, the common truth maps, their brain mask and the transmit field)."""
+    aff, shp, s = se.grid(key)
+    cl = classes_on_grid(se.anatomy, s, se.tissue)
+    common = se.common_truth(s, aff)
+    return aff, shp, s, cl, cl["inside"], common, common["mask"].data, se.fields.transmit(s.world)
+
+
 def acquire_b1(se: Session) -> tuple:
     """Measured transmit map on its own coarse grid (blurred, 2 % noise, over the head) and its truth."""
     aff, shp, s = se.grid("b1", supersample=1)
@@ -54,12 +63,7 @@ def acquire_mese(se: Session, exchange: bool = False, refocusing_ratio: float = 
 
     ``refocusing_ratio``: refocusing slab over excitation slice (the exchange model uses the default).
     """
-    aff, shp, s = se.grid("mese")
-    cl = classes_on_grid(se.anatomy, s, se.tissue)
-    inside = cl["inside"]
-    common = se.common_truth(s, aff)
-    mask = common["mask"].data
-    b1 = se.fields.transmit(s.world)
+    aff, shp, s, cl, inside, common, mask, b1 = _on_grid(se, "mese")
     sig = mese.exchange_signal(cl, b1[inside.ravel()], se.tissue) if exchange else mese.decay_signal(
         cl, b1[inside.ravel()], refocusing_ratio)
     sig = _fill(sig, inside) * (S0_SCALE * _receive(se, s, mask))[..., None]
@@ -150,12 +154,7 @@ def acquire_dwi(se: Session) -> tuple:
 
 def acquire_spgr(se: Session, spoiling: str = "ideal") -> tuple:
     """Variable-flip-angle SPGR (Bloch-McConnell pools, receive bias, B1) and its truth (T1, PD, MWF, B1)."""
-    aff, shp, s = se.grid("spgr")
-    cl = classes_on_grid(se.anatomy, s, se.tissue)
-    inside = cl["inside"]
-    common = se.common_truth(s, aff)
-    mask = common["mask"].data
-    b1 = se.fields.transmit(s.world)
+    aff, shp, s, cl, inside, common, mask, b1 = _on_grid(se, "spgr")
     sig = spgr.class_signals(cl, se.tissue, b1[inside.ravel()], spoiling=spoiling)
     sig = _fill(sig, inside) * (S0_SCALE * _receive(se, s, mask))[..., None]
     noisy = rician(sig, noise_sigma(sig.max(-1), mask, se.snr["spgr"]), se.noise["spgr"])
@@ -187,12 +186,8 @@ def acquire_mts(se: Session) -> tuple:
     Sidecars: ``FlipAngle``, ``RepetitionTimeExcitation`` and ``RepetitionTime`` (s), ``MTState`` and the
     MT pulse, as BIDS MTS.
     """
-    aff, shp, s = se.grid("mts")
-    cl = classes_on_grid(se.anatomy, s, se.tissue)
-    inside = cl["inside"]
-    common = se.common_truth(s, aff)
-    mask = common["mask"].data
-    b1 = se.fields.transmit(s.world)[inside.ravel()]
+    aff, shp, s, cl, inside, common, mask, b1 = _on_grid(se, "mts")
+    b1 = b1[inside.ravel()]
     clean = mt.mts_signals(cl, se.tissue, b1)
     truth_v = mt.mts_truth(cl, se.tissue, b1, clean)
     sig = _fill(clean, inside) * _receive(se, s, mask)[..., None]
